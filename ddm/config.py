@@ -1,0 +1,166 @@
+"""Typed, frozen experiment configuration and the named scale presets ``smoke``, ``small``, ``paper``.
+
+Every field carries help text in its metadata (the CLI shows it). A preset is a function of the scale
+name and the dataset, because the paper's own settings differ per dataset (Table 5: lr_net 0.001 on
+MNIST, 0.01 on CIFAR/TinyImageNet; standard augmentation on the colour datasets only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from ddm.errors import ConfigError
+
+SCALES = ("smoke", "small", "paper")
+# Datasets whose training uses random-crop + flip augmentation (the paper's "standard augmentation").
+AUGMENTED_DATASETS = frozenset({"cifar10", "cifar100", "tinyimagenet"})
+# Datasets the paper trains with lr_net = 0.001 (Table 5); everything else uses 0.01.
+LOW_LR_DATASETS = frozenset({"mnist", "fashion-mnist", "digits"})
+
+
+def _field(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which training data the target sees."""
+
+    dataset: str = _field("digits", "registered dataset name (see `ddm-bench data list`)")
+    n_per_class: int | None = _field(
+        None, "class-balanced subset of the training split; None keeps every image"
+    )
+    subset_seed: int = _field(0, "seed of the class-balanced subset (which images are kept)")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which network, how wide, how initialized."""
+
+    arch: str = _field("convnet", "convnet | alexnet | resnet18_ap | simple_vit")
+    width: int = _field(
+        128, "ConvNet width; the other architectures scale their channels by width/128"
+    )
+    depth: int | None = _field(None, "ConvNet / ViT depth; None is the architecture default")
+    init: str = _field("kaiming", "weight initialization: kaiming | normal | xavier (paper Fig. 8)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """SGD training of the target; also the exact-retraining protocol (same fields, same seed)."""
+
+    epochs: int = _field(30, "training epochs tau (paper Table 5: 30)")
+    batch_size: int = _field(256, "mini-batch size")
+    lr: float = _field(0.01, "SGD learning rate lr_net (paper Table 5: 0.001 MNIST, 0.01 others)")
+    momentum: float = _field(0.9, "SGD momentum")
+    weight_decay: float = _field(5e-4, "L2 weight decay, as in the dataset-condensation code")
+    augment: bool = _field(False, "random crop (pad 4) + horizontal flip, per sample, seeded")
+    checkpoint_every: int = _field(
+        0, "record the trajectory every n optimizer steps; 0 records once per epoch"
+    )
+    seed: int = _field(0, "seed of theta_0 and of the batch order / augmentation stream")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything that determines a trained target. Saved inside every artifact."""
+
+    scale: str = _field("smoke", "preset this config started from: smoke | small | paper")
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def target_key(self) -> dict[str, Any]:
+        """The fields that decide the trained target (the scale label itself does not)."""
+        return {"data": dataclasses.asdict(self.data), "model": dataclasses.asdict(self.model),
+                "train": dataclasses.asdict(self.train)}
+
+
+def _smoke(dataset: str) -> ExperimentConfig:
+    # Seconds on 2 CPU cores: <= 100 images per class, a narrow ConvNet, a few epochs.
+    return ExperimentConfig(
+        scale="smoke",
+        data=DataConfig(dataset=dataset, n_per_class=100),
+        model=ModelConfig(width=16),
+        train=TrainConfig(epochs=8, batch_size=32, lr=0.05, augment=dataset in AUGMENTED_DATASETS),
+    )
+
+
+def _small(dataset: str) -> ExperimentConfig:
+    # Minutes on 2 CPU cores: 200 images per class, ConvNet width 32, 10 epochs.
+    return ExperimentConfig(
+        scale="small",
+        data=DataConfig(dataset=dataset, n_per_class=200),
+        model=ModelConfig(width=32),
+        train=TrainConfig(epochs=10, batch_size=64, lr=0.02, augment=dataset in AUGMENTED_DATASETS),
+    )
+
+
+def _paper(dataset: str) -> ExperimentConfig:
+    # The paper's Table 5 (for GPUs): full data, width 128, 30 epochs, lr_net per dataset.
+    lr = 0.001 if dataset in LOW_LR_DATASETS else 0.01
+    return ExperimentConfig(
+        scale="paper",
+        data=DataConfig(dataset=dataset, n_per_class=None),
+        model=ModelConfig(width=128),
+        train=TrainConfig(epochs=30, batch_size=256, lr=lr, augment=dataset in AUGMENTED_DATASETS),
+    )
+
+
+PRESETS = {"smoke": _smoke, "small": _small, "paper": _paper}
+
+
+def preset(scale: str, dataset: str) -> ExperimentConfig:
+    """The named preset ``scale`` for ``dataset``."""
+    if scale not in PRESETS:
+        raise ConfigError(f"unknown scale {scale!r}; choose one of: {', '.join(SCALES)}")
+    return PRESETS[scale](dataset)
+
+
+def with_overrides(config: ExperimentConfig, **overrides: Any) -> ExperimentConfig:
+    """Replace fields by name wherever they live (``width=32``, ``epochs=3``); None means keep.
+
+    Field names are unique across the sections, so the CLI can map an option straight onto a field.
+    """
+    sections = {"data": config.data, "model": config.model, "train": config.train}
+    changes: dict[str, dict[str, Any]] = {name: {} for name in sections}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        owner = [name for name, section in sections.items() if key in _field_names(section)]
+        if not owner:
+            raise ConfigError(f"unknown configuration field {key!r}")
+        changes[owner[0]][key] = value
+    replaced = {name: dataclasses.replace(sections[name], **changes[name]) for name in sections}
+    result = dataclasses.replace(config, **replaced)
+    validate(result)
+    return result
+
+
+def _field_names(section: Any) -> set[str]:
+    return {f.name for f in dataclasses.fields(section)}
+
+
+def validate(config: ExperimentConfig) -> None:
+    """Reject values that cannot train a model, with a message naming the field."""
+    positive = {"epochs": config.train.epochs, "batch_size": config.train.batch_size,
+                "width": config.model.width}
+    for name, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}")
+    if not config.train.lr > 0:
+        raise ConfigError(f"lr must be > 0, got {config.train.lr}")
+    if config.data.n_per_class is not None and config.data.n_per_class < 1:
+        raise ConfigError(f"n_per_class must be >= 1, got {config.data.n_per_class}")
+    if config.train.checkpoint_every < 0:
+        raise ConfigError(f"checkpoint_every must be >= 0, got {config.train.checkpoint_every}")
+
+
+def field_help(section: type) -> dict[str, str]:
+    """Help text of every field of a config section, for the CLI and the docs."""
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(section)}

@@ -1,0 +1,46 @@
+"""Code version, library versions and device: recorded beside every artifact and result."""
+
+from __future__ import annotations
+
+import functools
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ddm import __version__
+
+
+@functools.cache
+def code_version() -> str:
+    """The git commit of this checkout (suffixed ``-dirty`` when it has uncommitted changes),
+    or the package version when ddm-bench was installed without its git history."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        commit = _git(repo, "rev-parse", "HEAD")
+        dirty = _git(repo, "status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return f"v{__version__}"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                          check=True, timeout=10).stdout.strip()
+
+
+def environment(device: torch.device | str) -> dict[str, Any]:
+    """Versions, code version and device."""
+    import numpy
+
+    return {
+        "code_version": code_version(),
+        "ddm_bench_version": __version__,
+        "torch_version": torch.__version__,
+        "numpy_version": numpy.__version__,
+        "python_version": platform.python_version(),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+    }
