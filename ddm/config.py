@@ -64,6 +64,61 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """How the training set is split into K = L * C clusters (paper §6.1)."""
+
+    clusters_per_class: int = _field(10, "C: k-means clusters per class (paper: 10, so K = 10 L)")
+    cluster_method: str = _field(
+        "kmeans", "kmeans (per class, on embeddings) | sequential (consecutive chunks: 'w/o cluster')"
+    )
+    embedding: str = _field(
+        "extractor",
+        "kmeans features: extractor (a separately trained network of the same architecture; no "
+        "pretrained weights can be downloaded here) | target (the target's own features) | pixels "
+        "(PCA of raw pixels)",
+    )
+    cluster_seed: int = _field(0, "seed of k-means and of the extractor's training (offset by 1)")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Offline stage: synset distillation by reverse gradient matching (paper §3.2, Alg. 1)."""
+
+    pairing: str = _field(
+        "alg1", "alg1: real grad at theta_t, synthetic at theta_{t+s} | eq6: synthetic at theta_{tau-t}"
+    )
+    distance: str = _field("layerwise", "layerwise (DC per-channel cosine) | cosine | mse")
+    step_length: int = _field(4, "s: checkpoints between the real and synthetic gradient (Table 5: 4)")
+    distill_steps: int = _field(50, "synset update iterations (Table 5: 50)")
+    lr_img: float = _field(0.1, "SGD learning rate of the synthetic images (Table 5: 0.1)")
+    img_momentum: float = _field(0.5, "SGD momentum of the synthetic images (as in the DC code)")
+    ipc: int = _field(1, "synthetic images per cluster (paper: 1)")
+    real_batch: int | None = _field(
+        None, "real images per cluster per step for the real gradient; None uses the whole cluster"
+    )
+    distill_seed: int = _field(0, "seed of the synset initialization and checkpoint sampling")
+
+
+@dataclass(frozen=True)
+class AttributeConfig:
+    """Online stage: perturbations, fine-tunes on the synset, the linear datamodel (paper §3.3)."""
+
+    n_perturbations: int | None = _field(None, "random perturbations |P|; None uses K (paper)")
+    removal_rate: float = _field(0.2, "probability that a random perturbation removes a cluster")
+    include_singles: bool = _field(False, "also fine-tune all K single-cluster deletions")
+    beta: str = _field("inverse", "perturbation weights beta_p: inverse | uniform | count (#zeros)")
+    ridge: float = _field(0.0, "ridge penalty on W in the least-squares fit")
+    finetune_steps: int = _field(10, "T: SGD steps of each fine-tune on the removed clusters' synset")
+    finetune_lr: float | None = _field(
+        None,
+        "eta; None matches the data budget of training: eta * T = lr * epochs * mean cluster size "
+        "/ batch_size, i.e. what a cluster contributed to the target's SGD updates",
+    )
+    finetune_chunk: int = _field(128, "fine-tunes run together in one vectorized call")
+    attribute_seed: int = _field(0, "seed of the random perturbations")
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """Everything that determines a trained target. Saved inside every artifact."""
 
@@ -71,6 +126,9 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    attribute: AttributeConfig = field(default_factory=AttributeConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -112,6 +170,7 @@ def _paper(dataset: str) -> ExperimentConfig:
     )
 
 
+SECTIONS = ("data", "model", "train", "cluster", "distill", "attribute")
 PRESETS = {"smoke": _smoke, "small": _small, "paper": _paper}
 
 
@@ -127,7 +186,7 @@ def with_overrides(config: ExperimentConfig, **overrides: Any) -> ExperimentConf
 
     Field names are unique across the sections, so the CLI can map an option straight onto a field.
     """
-    sections = {"data": config.data, "model": config.model, "train": config.train}
+    sections = {name: getattr(config, name) for name in SECTIONS}
     changes: dict[str, dict[str, Any]] = {name: {} for name in sections}
     for key, value in overrides.items():
         if value is None:
