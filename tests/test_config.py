@@ -35,7 +35,7 @@ def test_overrides_map_onto_fields_and_none_keeps():
 
 
 @pytest.mark.parametrize("bad", [{"width": 0}, {"epochs": 0}, {"lr": -1.0}, {"n_per_class": 0},
-                                 {"nonsense": 3}])
+                                 {"nonsense": 3}, {"optimizer": "lbfgs"}])
 def test_bad_values_are_rejected(bad):
     with pytest.raises(ConfigError):
         with_overrides(preset("smoke", "digits"), **bad)

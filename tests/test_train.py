@@ -160,3 +160,12 @@ def test_resolve_device():
     assert resolve_device("cpu").type == "cpu"
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
+
+
+def test_adam_training_is_deterministic_and_resume_safe(tiny_data):
+    cfg = dataclasses.replace(CFG, optimizer="adam", lr=0.01)
+    first = train(tiny_model(), *tiny_data, cfg, progress=False)
+    second = train(tiny_model(), *tiny_data, cfg, progress=False)
+    assert torch.equal(first.trajectory, second.trajectory)
+    assert not torch.equal(first.trajectory[-1], train(tiny_model(), *tiny_data, CFG,
+                                                       progress=False).trajectory[-1])

@@ -1,0 +1,130 @@
+"""The trained target network and its trajectory, built once per config and cached.
+
+``get_target(config)`` returns the cached target when one exists for exactly this config (verified),
+resumes an interrupted training run from its last finished epoch, or trains from scratch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ddm.cache import ArtifactCache, CacheEntry, torch_bytes
+from ddm.config import ExperimentConfig
+from ddm.data import DataSplits, load_dataset
+from ddm.models import build_model
+from ddm.provenance import environment
+from ddm.train import TrainState, accuracy, load_flat_params, resolve_device, train
+
+TARGET_KIND = "target"
+TARGET_SCHEMA = 1  # bump when training semantics change, so old cache entries are not reused
+TRAJECTORY_FILE = "trajectory.pt"
+
+
+@dataclass
+class Target:
+    """A trained target: theta_tau as a model, plus the recorded trajectory."""
+
+    config: ExperimentConfig
+    model: nn.Module  # theta_tau, eval mode
+    trajectory: Tensor  # float32 [n_checkpoints, P]; row 0 = theta_0, last row = theta_tau
+    checkpoint_steps: list[int]
+    meta: dict[str, Any]  # accuracies, timings, device, versions, data source
+    entry: CacheEntry
+
+    def model_at(self, checkpoint: int) -> nn.Module:
+        """A fresh copy of the network holding trajectory row ``checkpoint`` (0 = theta_0)."""
+        model = fresh_model(self.config, self.meta["in_shape"], self.meta["num_classes"])
+        load_flat_params(model, self.trajectory[checkpoint])
+        return model.to(next(self.model.parameters()).device).eval()
+
+
+def fresh_model(config: ExperimentConfig, in_shape: tuple[int, int, int],
+                num_classes: int) -> nn.Module:
+    """theta_0 of ``config``: the architecture initialized with the training seed."""
+    spec = config.model
+    return build_model(spec.arch, tuple(in_shape), num_classes, width=spec.width, depth=spec.depth,
+                       init=spec.init, seed=config.train.seed)
+
+
+def target_entry(config: ExperimentConfig, cache: ArtifactCache) -> CacheEntry:
+    return cache.entry(TARGET_KIND, {"schema": TARGET_SCHEMA, **config.target_key()})
+
+
+def load_data(config: ExperimentConfig, data_root: str | None = None) -> DataSplits:
+    spec = config.data
+    return load_dataset(spec.dataset, data_root=data_root, n_per_class=spec.n_per_class,
+                        seed=spec.subset_seed)
+
+
+def get_target(
+    config: ExperimentConfig,
+    *,
+    data: DataSplits | None = None,
+    data_root: str | None = None,
+    device: str = "auto",
+    cache: ArtifactCache | None = None,
+    progress: bool | None = None,
+) -> Target:
+    """Load the cached target of ``config`` or train it (resuming an interrupted run)."""
+    cache = cache or ArtifactCache()
+    entry = target_entry(config, cache)
+    torch_device = resolve_device(device)
+    with entry.lock():
+        if entry.is_complete():
+            return _load_target(config, entry, torch_device)
+        data = data if data is not None else load_data(config, data_root)
+        return _train_target(config, entry, data, torch_device, progress)
+
+
+def _load_target(config: ExperimentConfig, entry: CacheEntry, device: torch.device) -> Target:
+    meta = entry.verify()["meta"]
+    stored = entry.load_torch(TRAJECTORY_FILE)
+    model = fresh_model(config, meta["in_shape"], meta["num_classes"]).to(device)
+    load_flat_params(model, stored["trajectory"][-1])
+    return Target(config, model.eval(), stored["trajectory"], stored["checkpoint_steps"],
+                  meta, entry)
+
+
+def _train_target(config: ExperimentConfig, entry: CacheEntry, data: DataSplits,
+                  device: torch.device, progress: bool | None) -> Target:
+    info = data.info
+    model = fresh_model(config, info.shape, info.num_classes)
+    partial = entry.load_partial()
+    resume = TrainState(**partial["state"]) if partial else None
+    elapsed_before = partial["seconds"] if partial else 0.0
+    start = time.perf_counter()
+
+    def save_progress(state: TrainState) -> None:
+        seconds = elapsed_before + time.perf_counter() - start
+        entry.save_partial({"state": vars(state), "seconds": seconds})
+
+    result = train(model, data.train_x, data.train_y, config.train, device=device, resume=resume,
+                   on_epoch_end=save_progress, progress=progress, desc=f"train {info.name}")
+    seconds = elapsed_before + time.perf_counter() - start
+    meta = _target_meta(config, data, result.model, seconds, device, resumed=resume is not None)
+    payload = {"trajectory": result.trajectory, "checkpoint_steps": result.checkpoint_steps,
+               "history": result.history}
+    entry.save({TRAJECTORY_FILE: torch_bytes(payload)}, meta)
+    return Target(config, result.model, result.trajectory, result.checkpoint_steps, meta, entry)
+
+
+def _target_meta(config: ExperimentConfig, data: DataSplits, model: nn.Module, seconds: float,
+                 device: torch.device, resumed: bool) -> dict[str, Any]:
+    info = data.info
+    return {
+        "test_acc": accuracy(model, data.test_x, data.test_y),
+        "val_acc": accuracy(model, data.val_x, data.val_y),
+        "train_seconds": seconds,
+        "resumed": resumed,
+        "n_train": len(data.train_y),
+        "in_shape": list(info.shape),
+        "num_classes": info.num_classes,
+        "data_source": info.source,
+        "config": config.to_dict(),
+        **environment(device),
+    }

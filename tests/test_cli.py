@@ -1,0 +1,82 @@
+"""The ddm-bench CLI: thin commands, clean exit-2 errors, cache reuse."""
+
+import re
+
+import pytest
+from click.testing import CliRunner
+
+from bench.cli import main
+
+TINY = ["--dataset", "digits", "--scale", "smoke", "--epochs", "1", "--width", "8",
+        "--n-per-class", "20", "--device", "cpu"]
+
+
+@pytest.fixture
+def run(tmp_path):
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(main, ["--home", str(tmp_path / "home"), *args])
+
+    return invoke
+
+
+def artifact_path(output: str) -> str:
+    return re.search(r"artifacts: (\S+)", output).group(1)
+
+
+def test_help_lists_commands(run):
+    result = run("--help")
+    assert result.exit_code == 0
+    assert "train" in result.output and "data" in result.output
+
+
+def test_unknown_dataset_exits_2_naming_the_choices(run):
+    result = run("train", "--dataset", "nope")
+    assert result.exit_code == 2
+    assert "nope" in result.output
+    for name in ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "tinyimagenet"):
+        assert name in result.output
+
+
+def test_missing_data_exits_2_saying_where_it_looked(run, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run("train", "--dataset", "cifar10", "--data-root", str(empty), "--device", "cpu")
+    assert result.exit_code == 2, result.output
+    assert str(empty) in result.output
+    assert "Traceback" not in result.output
+
+
+def test_n_per_class_larger_than_a_class_exits_2(run):
+    result = run("train", *TINY[:-6], "--n-per-class", "100000", "--device", "cpu")
+    assert result.exit_code == 2, result.output
+    assert "n_per_class" in result.output or "per class" in result.output
+
+
+def test_train_then_reuse_from_cache(run):
+    first = run("train", *TINY)
+    assert first.exit_code == 0, first.output
+    assert "test accuracy" in first.output
+    second = run("train", *TINY)
+    assert second.exit_code == 0, second.output
+    assert artifact_path(first.output) == artifact_path(second.output)
+    assert first.output == second.output  # same stored accuracy and timing: reused, not retrained
+
+
+def test_corrupted_cache_entry_exits_2_and_names_it(run):
+    first = run("train", *TINY)
+    path = artifact_path(first.output)
+    with open(f"{path}/trajectory.pt", "r+b") as handle:
+        handle.truncate(100)
+    second = run("train", *TINY)
+    assert second.exit_code == 2
+    assert path in second.output and "truncated" in second.output
+
+
+def test_data_list_reports_every_dataset(run):
+    result = run("data", "list")
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0].startswith("digits") and " yes " in lines[0]
+    assert len(lines) == 6
