@@ -94,7 +94,11 @@ class DistillConfig:
     distance: str = _field("layerwise", "layerwise (DC per-channel cosine) | cosine | mse")
     step_length: int = _field(4, "s: checkpoints between the real and synthetic gradient (Table 5: 4)")
     distill_steps: int = _field(50, "synset update iterations (Table 5: 50)")
-    lr_img: float = _field(0.1, "SGD learning rate of the synthetic images (Table 5: 0.1)")
+    lr_img: float = _field(0.1, "SGD learning rate of the reverse-matched images (Table 5: 0.1)")
+    lr_img_match: float = _field(
+        0.1, "SGD learning rate of the gradient-matching (DDM-match) images: DC's own 0.1. Forward "
+        "matching starts near its optimum (real images) and overshoots at the larger reverse rates"
+    )
     img_momentum: float = _field(0.5, "SGD momentum of the synthetic images (as in the DC code)")
     ipc: int = _field(1, "synthetic images per cluster (paper: 1)")
     real_batch: int | None = _field(
@@ -115,8 +119,14 @@ class AttributeConfig:
     finetune_steps: int = _field(10, "T: SGD steps of each fine-tune on the removed clusters' synset")
     finetune_lr: float | None = _field(
         None,
-        "eta; None matches the data budget of training: eta * T = lr * epochs * mean cluster size "
-        "/ batch_size, i.e. what a cluster contributed to the target's SGD updates",
+        "eta; None sets eta * T = finetune_budget * lr * epochs * mean cluster size / batch_size, a "
+        "fraction of the step size a cluster contributed to the target's SGD updates",
+    )
+    finetune_budget: float = _field(
+        0.1,
+        "fraction of a cluster's training step budget the fine-tune spends (auto eta). The cosine "
+        "matching fixes direction, not magnitude: at 1.0 whole-synset fine-tunes leave the linear "
+        "regime (any synset wrecks the model), so smaller is safer for a linear datamodel",
     )
     finetune_chunk: int = _field(128, "fine-tunes run together in one vectorized call")
     attribute_seed: int = _field(0, "seed of the random perturbations")
@@ -150,6 +160,7 @@ def _smoke(dataset: str) -> ExperimentConfig:
         data=DataConfig(dataset=dataset, n_per_class=100),
         model=ModelConfig(width=16),
         train=TrainConfig(epochs=8, batch_size=32, lr=0.05, augment=dataset in AUGMENTED_DATASETS),
+        distill=DistillConfig(distill_steps=100, lr_img=1.0),
     )
 
 
@@ -160,6 +171,7 @@ def _small(dataset: str) -> ExperimentConfig:
         data=DataConfig(dataset=dataset, n_per_class=200),
         model=ModelConfig(width=32),
         train=TrainConfig(epochs=10, batch_size=64, lr=0.02, augment=dataset in AUGMENTED_DATASETS),
+        distill=DistillConfig(distill_steps=100, lr_img=1.0),
     )
 
 

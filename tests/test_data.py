@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from data_fixtures import (
+
+from ddm.data import DATASETS, DataSplits, dataset_status, load_dataset
+from ddm.data import digits as digits_module
+from ddm.data import idx as idx_module
+from ddm.data import mnist as mnist_module
+from ddm.data import tinyimagenet as tiny_module
+from ddm.errors import DataError
+from tests.data_fixtures import (
     class_color,
     mnist_like,
     mnist_pickle_splits,
@@ -25,13 +32,6 @@ from data_fixtures import (
     write_pickle,
     write_tinyimagenet,
 )
-
-from ddm.data import DATASETS, DataSplits, dataset_status, load_dataset
-from ddm.data import digits as digits_module
-from ddm.data import idx as idx_module
-from ddm.data import mnist as mnist_module
-from ddm.data import tinyimagenet as tiny_module
-from ddm.errors import DataError
 
 NAMES = ["digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "tinyimagenet"]
 

@@ -1,0 +1,197 @@
+"""Online stage of DDM (paper §3.3, §6.2): delete clusters by fine-tuning on their synset, fit W.
+
+``SynsetUnlearner`` turns keep-masks over clusters into fine-tuned models: for a mask p, theta_tau is
+fine-tuned (plain SGD, T steps, lr eta, Eq. 9) on the synthetic images of the removed clusters, the
+loss summed over removed clusters (each cluster's ipc images averaged), so deletions add up the way a
+cluster's contribution to the training gradient does. Every mask of a chunk is fine-tuned in one
+``vmap`` call. ``DDMAttributor`` fits the linear datamodel on those outputs; ``hierarchical_search``
+locates a cluster with L + C single deletions.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ddm.attributor import METHODS, Queries, RemovalPredictor
+from ddm.cluster import Clustering
+from ddm.config import ExperimentConfig
+from ddm.data import DataSplits
+from ddm.datamodel import Datamodel, fit_datamodel, perturbation_weights, sample_perturbations
+from ddm.distill import Synset, get_synset
+from ddm.functional import finetune_batched, model_params, predict_batched
+from ddm.objectives import Objective, get_objective, to_probabilities
+from ddm.target import Target
+
+Evaluator = Callable[[Tensor], Tensor]  # keep-masks bool [B, K] -> probabilities [B, n_q, classes]
+
+
+def auto_finetune_lr(config: ExperimentConfig, mean_cluster_size: float) -> float:
+    """eta with eta * T = budget * lr * epochs * |D_k| / B.
+
+    Over tau epochs each sample is visited ``epochs`` times in batches of B, each visit moving theta
+    by lr / B times its gradient: lr * epochs * |D_k| / B is the step size a cluster contributed to
+    training; the fine-tune spends the configured fraction ``finetune_budget`` of it.
+    """
+    train, spec = config.train, config.attribute
+    budget = spec.finetune_budget * train.lr * train.epochs * mean_cluster_size / train.batch_size
+    return budget / spec.finetune_steps
+
+
+def finetune_lr(config: ExperimentConfig, clustering: Clustering) -> float:
+    """The configured eta, or the automatic one for this clustering's mean cluster size."""
+    mean_size = float(clustering.sizes().double().mean())
+    return config.attribute.finetune_lr or auto_finetune_lr(config, mean_size)
+
+
+class SynsetUnlearner:
+    """Approximate retraining-without-clusters by fine-tuning theta_tau on their synthetic images."""
+
+    def __init__(self, model: nn.Module, synset: Synset, *, steps: int, lr: float,
+                 chunk: int = 128) -> None:
+        self.model, self.steps, self.lr, self.chunk = model, steps, lr, chunk
+        self.device = next(model.parameters()).device
+        self.params = model_params(model)
+        self.images = synset.images.to(self.device)
+        self.labels = synset.labels.to(self.device)
+        self.n_clusters = synset.n_clusters
+        self.ipc = len(synset.labels) // synset.n_clusters
+        self.finetunes = 0  # how many masks were fine-tuned (the cost the paper counts)
+
+    def _batch(self, keep: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Synthetic images of each mask's removed clusters, padded to one length with weight 0.
+
+        keep bool [B, K] -> images [B, m, C, H, W], labels [B, m], weights [B, m]."""
+        removed = ~keep.to(self.device)
+        per_row = removed.sum(1)
+        width = max(int(per_row.max()) if len(keep) else 0, 1)
+        order = torch.argsort(removed.to(torch.int8), dim=1, descending=True, stable=True)[:, :width]
+        valid = torch.arange(width, device=self.device)[None, :] < per_row[:, None]
+        offsets = torch.arange(self.ipc, device=self.device)
+        rows = (order[:, :, None] * self.ipc + offsets).flatten(1)  # [B, width * ipc]
+        weights = valid.repeat_interleave(self.ipc, 1).to(self.images.dtype) / self.ipc
+        return self.images[rows], self.labels[rows], weights
+
+    def finetuned(self, keep: Tensor) -> dict[str, Tensor]:
+        """Stacked parameters [B, ...] of theta_tau fine-tuned for every mask of ``keep`` [B, K]."""
+        images, labels, weights = self._batch(keep)
+        self.finetunes += len(keep)
+        return finetune_batched(self.model, self.params, images, labels, weights, steps=self.steps,
+                                lr=self.lr)
+
+    def __call__(self, keep: Tensor, queries: Tensor) -> Tensor:
+        """Probabilities [B, n_q, classes] of every fine-tuned model on queries [n_q, ...]."""
+        outputs = []
+        queries = queries.to(self.device)
+        for start in range(0, len(keep), self.chunk):
+            stacked = self.finetuned(keep[start:start + self.chunk])
+            with torch.no_grad():
+                outputs.append(to_probabilities(predict_batched(self.model, stacked, queries)).cpu())
+        return torch.cat(outputs)
+
+
+@METHODS.register("ddm")
+class DDMAttributor(RemovalPredictor):
+    """Distilled Datamodel: reverse-gradient-matched synset + linear datamodel over perturbations."""
+
+    name = "ddm"
+    mode = "reverse"
+
+    def fit(self, target: Target, data: DataSplits, clustering: Clustering) -> None:
+        super().fit(target, data, clustering)
+        self.data = data
+        self.synset = get_synset(self.config, target, data, clustering, mode=self.mode, cache=self.cache,
+                                 progress=self.progress)
+        self.unlearner = self._unlearner(self.synset, clustering)
+        self._class_unlearner: SynsetUnlearner | None = None
+
+    def _unlearner(self, synset: Synset, clustering: Clustering) -> SynsetUnlearner:
+        spec = self.config.attribute
+        return SynsetUnlearner(self.target.model, synset, steps=spec.finetune_steps,
+                               lr=finetune_lr(self.config, clustering), chunk=spec.finetune_chunk)
+
+    def perturbations(self) -> Tensor:
+        """The perturbation set P: keep-masks bool [|P|, K] (row 0 keeps everything)."""
+        spec, n_clusters = self.config.attribute, self.clustering.n_clusters
+        return sample_perturbations(n_clusters, spec.n_perturbations or n_clusters,
+                                    removal_rate=spec.removal_rate, seed=spec.attribute_seed,
+                                    include_singles=spec.include_singles)
+
+    def datamodel(self, queries: Queries) -> Datamodel:
+        """W [n_q, K, classes] and b fitted on fine-tuned outputs over the perturbation set."""
+        keep = self.perturbations()
+        outputs = self.unlearner(keep, queries.images)
+        beta = perturbation_weights(keep, self.config.attribute.beta)
+        return fit_datamodel(keep, outputs, beta, self.config.attribute.ridge)
+
+    def predict_removals(self, queries: Queries) -> Tensor:
+        return self.datamodel(queries).single_removals()
+
+    def class_unlearner(self) -> SynsetUnlearner:
+        """Unlearner over the class-level synset (K = L), distilled on first use and cached."""
+        if self._class_unlearner is None:
+            classes = self.clustering.class_level()
+            synset = get_synset(self.config, self.target, self.data, classes, mode=self.mode,
+                                cache=self.cache, progress=self.progress)
+            self._class_unlearner = self._unlearner(synset, classes)
+        return self._class_unlearner
+
+    def hierarchical(self, queries: Queries, objective: str) -> HierarchicalResult:
+        """Locate a cluster per query with L class deletions, then C cluster deletions (§6.2)."""
+        classes = self.class_unlearner()
+        return hierarchical_search(lambda keep: classes(keep, queries.images),
+                                   lambda keep: self.unlearner(keep, queries.images),
+                                   self.clustering.n_classes, self.clustering.clusters_per_class,
+                                   self.reference(queries), queries.labels, get_objective(objective))
+
+    def unlearn_all(self) -> nn.Module:
+        """theta_tau fine-tuned on the whole synset (every cluster removed): the paper's Table 4."""
+        stacked = self.unlearner.finetuned(torch.zeros(1, self.clustering.n_clusters, dtype=torch.bool))
+        model = copy.deepcopy(self.target.model)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                param.copy_(stacked[name][0])
+        return model.eval()
+
+
+@METHODS.register("ddm_match")
+class DDMMatchAttributor(DDMAttributor):
+    """DDM's online stage on an ordinary gradient-matching synset (the paper's DDM-match)."""
+
+    name = "ddm_match"
+    mode = "match"
+
+
+@dataclass(frozen=True)
+class HierarchicalResult:
+    classes: Tensor  # int64 [n_q]: class located first
+    clusters: Tensor  # int64 [n_q]: global cluster id located within that class
+    finetunes: int  # fine-tunes spent: L + C * (number of distinct located classes)
+
+
+def hierarchical_search(evaluate_classes: Evaluator, evaluate_clusters: Evaluator, n_classes: int,
+                        clusters_per_class: int, reference: Tensor, labels: Tensor,
+                        objective: Objective) -> HierarchicalResult:
+    """Paper §6.2: L single-class deletions pick a class, then C single-cluster deletions inside it.
+
+    ``evaluate_classes`` takes keep-masks [B, L], ``evaluate_clusters`` keep-masks [B, L * C];
+    both return probabilities [B, n_q, classes]. reference [n_q, classes]; labels int64 [n_q].
+    """
+    class_scores = objective(evaluate_classes(~torch.eye(n_classes, dtype=torch.bool)), reference, labels)
+    classes = class_scores.argmax(0)
+    clusters = torch.empty_like(classes)
+    finetunes = n_classes
+    for label in classes.unique().tolist():
+        queries = (classes == label).nonzero().flatten()
+        keep = torch.ones(clusters_per_class, n_classes * clusters_per_class, dtype=torch.bool)
+        first = label * clusters_per_class
+        keep[torch.arange(clusters_per_class), first + torch.arange(clusters_per_class)] = False
+        outputs = evaluate_clusters(keep)[:, queries]
+        scores = objective(outputs, reference[queries], labels[queries])
+        clusters[queries] = first + scores.argmax(0)
+        finetunes += clusters_per_class
+    return HierarchicalResult(classes, clusters, finetunes)

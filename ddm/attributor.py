@@ -1,0 +1,90 @@
+"""The one interface every attribution method implements (DDM here, the baselines in ``baselines/``).
+
+An attributor is fitted once per target (offline, cached where it is expensive) and then scores
+every training cluster for a batch of queries and an objective::
+
+    attributor.fit(target, data, clustering)
+    scores = attributor.attribute(queries, "dist1")   # [K, n_queries]
+    located = scores.argmax(0)                         # the cluster each query is attributed to
+
+A score is the method's prediction of the objective after removing that cluster (larger = the
+cluster the objective asks for; see ``ddm.objectives``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from ddm.cache import ArtifactCache
+from ddm.cluster import Clustering
+from ddm.config import ExperimentConfig
+from ddm.data import DataSplits
+from ddm.objectives import get_objective, to_probabilities
+from ddm.registry import Registry
+from ddm.target import Target
+from ddm.train import predict
+
+
+@dataclass(frozen=True)
+class Queries:
+    """The behaviour to explain: images [n, C, H, W] and their true labels int64 [n]."""
+
+    images: Tensor
+    labels: Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+class Attributor(ABC):
+    """Base of every method. Subclasses set ``name`` and implement :meth:`fit` and :meth:`scores`."""
+
+    name: ClassVar[str]
+
+    def __init__(self, config: ExperimentConfig, *, cache: ArtifactCache | None = None,
+                 progress: bool | None = None) -> None:
+        self.config = config
+        self.cache = cache or ArtifactCache()
+        self.progress = progress
+        self.target: Target | None = None
+        self.clustering: Clustering | None = None
+
+    def fit(self, target: Target, data: DataSplits, clustering: Clustering) -> None:
+        """Offline stage. The base keeps the target and clustering; subclasses add their own work."""
+        self.target, self.clustering = target, clustering
+
+    @abstractmethod
+    def scores(self, queries: Queries, objective: str) -> Tensor:
+        """Method-specific scores [K, n_queries] (or [K, 1] for a global objective)."""
+
+    def attribute(self, queries: Queries, objective: str) -> Tensor:
+        """Scores [K, n_queries] for ``objective``: the predicted effect of removing each cluster."""
+        if self.target is None:
+            raise RuntimeError(f"{self.name}: call fit() before attribute()")
+        get_objective(objective)  # unknown names fail before any work
+        return self.scores(queries, objective)
+
+    def reference(self, queries: Queries) -> Tensor:
+        """The target's class probabilities on the queries [n_queries, classes] (CPU)."""
+        return to_probabilities(predict(self.target.model, queries.images)).to(torch.float64)
+
+
+class RemovalPredictor(Attributor):
+    """An attributor that predicts the outputs after each single-cluster removal; the objective is
+    then evaluated on those predictions exactly as it is on exact retraining."""
+
+    @abstractmethod
+    def predict_removals(self, queries: Queries) -> Tensor:
+        """Predicted class probabilities after removing each cluster: [K, n_queries, classes]."""
+
+    def scores(self, queries: Queries, objective: str) -> Tensor:
+        removed = self.predict_removals(queries).to(torch.float64)
+        return get_objective(objective)(removed, self.reference(queries), queries.labels)
+
+
+METHODS: Registry[type[Attributor]] = Registry("method")

@@ -1,0 +1,202 @@
+"""Training clusters: K = L * C clusters, C per class (paper §6.1), cached per config.
+
+Cluster ``k`` belongs to class ``k // C``; ``cluster_ids`` gives every training sample its cluster.
+``kmeans`` runs scikit-learn's k-means per class on embeddings; ``sequential`` cuts each class into C
+consecutive chunks by training-set order (the paper's "DDM w/o cluster"). The hierarchical view is
+the same samples at two levels: classes (K = L, ids = labels) and clusters (K = L * C).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
+from torch import Tensor
+
+from ddm.cache import ArtifactCache, torch_bytes
+from ddm.config import ExperimentConfig
+from ddm.data import DataSplits
+from ddm.errors import ConfigError, DataError
+from ddm.target import Target, get_target, target_entry
+from ddm.train import predict
+
+CLUSTER_KIND = "clusters"
+CLUSTER_SCHEMA = 1
+EMBEDDINGS = ("extractor", "target", "pixels")
+METHODS = ("kmeans", "sequential")
+PCA_DIMS = 32  # pixel embedding: enough components to separate digit styles, cheap for k-means
+EXTRACTOR_SEED_OFFSET = 1  # the extractor is the target's architecture trained from another seed
+
+
+@dataclass(frozen=True)
+class Clustering:
+    """Cluster assignment of the training set.
+
+    cluster_ids int64 [N] in [0, K); labels int64 [N]; centroids float32 [K, D] in the embedding
+    space the clusters were made in (used by the clustering-similarity baseline).
+    """
+
+    cluster_ids: Tensor
+    labels: Tensor
+    n_classes: int
+    clusters_per_class: int
+    centroids: Tensor
+    key: str = ""  # cache key of the clustering ("" when built by hand); synsets are keyed by it
+
+    @property
+    def n_clusters(self) -> int:
+        return self.n_classes * self.clusters_per_class
+
+    def sizes(self) -> Tensor:
+        return torch.bincount(self.cluster_ids, minlength=self.n_clusters)
+
+    def members(self, cluster: int) -> Tensor:
+        """Training rows of ``cluster``."""
+        return (self.cluster_ids == cluster).nonzero().flatten()
+
+    def cluster_class(self) -> Tensor:
+        """Class of every cluster: int64 [K]."""
+        return torch.arange(self.n_clusters) // self.clusters_per_class
+
+    def class_level(self) -> Clustering:
+        """The same samples with one cluster per class (the hierarchy's top level, K = L)."""
+        centroids = torch.stack([self.centroids[self.cluster_class() == c].mean(0)
+                                 for c in range(self.n_classes)])
+        key = f"{self.key}/class-level" if self.key else ""
+        return Clustering(self.labels.clone(), self.labels, self.n_classes, 1, centroids, key)
+
+
+def check_cluster_sizes(labels: Tensor, n_classes: int, clusters_per_class: int) -> None:
+    """C clusters per class need at least C samples in every class."""
+    if clusters_per_class < 1:
+        raise ConfigError(f"clusters_per_class must be >= 1, got {clusters_per_class}")
+    counts = torch.bincount(labels, minlength=n_classes)
+    smallest = int(counts.argmin())
+    if counts[smallest] < clusters_per_class:
+        raise DataError(f"clusters_per_class={clusters_per_class} exceeds the {int(counts[smallest])} "
+                        f"training samples of class {smallest}; use fewer clusters or more data")
+
+
+def sequential_clusters(labels: Tensor, n_classes: int, clusters_per_class: int) -> Tensor:
+    """Each class's samples, in training-set order, cut into C nearly equal consecutive chunks."""
+    check_cluster_sizes(labels, n_classes, clusters_per_class)
+    cluster_ids = torch.empty_like(labels)
+    for label in range(n_classes):
+        rows = (labels == label).nonzero().flatten()
+        for chunk, part in enumerate(np.array_split(rows.numpy(), clusters_per_class)):
+            cluster_ids[torch.from_numpy(part)] = label * clusters_per_class + chunk
+    return cluster_ids
+
+
+def kmeans_clusters(embeddings: Tensor, labels: Tensor, n_classes: int, clusters_per_class: int,
+                    seed: int) -> Tensor:
+    """k-means with C centres inside every class. embeddings [N, D] -> cluster ids int64 [N]."""
+    check_cluster_sizes(labels, n_classes, clusters_per_class)
+    cluster_ids = torch.empty_like(labels)
+    features = embeddings.double().numpy()
+    for label in range(n_classes):
+        rows = (labels == label).nonzero().flatten()
+        kmeans = KMeans(n_clusters=clusters_per_class, n_init=10, random_state=seed)
+        assignment = kmeans.fit_predict(features[rows.numpy()])
+        cluster_ids[rows] = torch.from_numpy(assignment).long() + label * clusters_per_class
+    return cluster_ids
+
+
+def centroids_of(embeddings: Tensor, cluster_ids: Tensor, n_clusters: int) -> Tensor:
+    """Mean embedding of every cluster: [N, D] -> [K, D]."""
+    totals = torch.zeros(n_clusters, embeddings.shape[1]).index_add_(0, cluster_ids, embeddings.float())
+    return totals / torch.bincount(cluster_ids, minlength=n_clusters).clamp_min(1)[:, None]
+
+
+def pixel_embeddings(images: Tensor, seed: int) -> Tensor:
+    """PCA of flattened pixels: [N, C, H, W] -> [N, min(32, N, C*H*W)]."""
+    flat = images.reshape(len(images), -1).double().numpy()
+    dims = min(PCA_DIMS, *flat.shape)
+    return torch.from_numpy(PCA(n_components=dims, random_state=seed).fit_transform(flat)).float()
+
+
+def extractor_config(config: ExperimentConfig) -> ExperimentConfig:
+    """The feature extractor: the target's recipe trained from a different seed, on the same data."""
+    train = dataclasses.replace(config.train,
+                                seed=config.train.seed + EXTRACTOR_SEED_OFFSET + config.cluster.cluster_seed)
+    return dataclasses.replace(config, train=train)
+
+
+def embed(model: torch.nn.Module, images: Tensor, batch_size: int = 1024) -> Tensor:
+    """Features before the classifier head for images [N, ...] -> [N, D] on the CPU."""
+    return predict(_EmbedView(model), images, batch_size)
+
+
+class _EmbedView(torch.nn.Module):
+    """Wraps a Classifier so ``predict`` calls ``embed`` instead of ``forward``."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model.embed(x)
+
+
+def clustering_key(config: ExperimentConfig, cache: ArtifactCache) -> dict:
+    spec = config.cluster
+    key = {"schema": CLUSTER_SCHEMA, "data": dataclasses.asdict(config.data),
+           "cluster": dataclasses.asdict(spec)}
+    # The embedding decides the k-means clusters and every centroid, so its network is in the key.
+    if spec.embedding == "extractor":
+        key["extractor"] = target_entry(extractor_config(config), cache).key
+    elif spec.embedding == "target":
+        key["target"] = target_entry(config, cache).key
+    return key
+
+
+def get_clustering(config: ExperimentConfig, data: DataSplits, *, target: Target | None = None,
+                   cache: ArtifactCache | None = None, device: str = "auto",
+                   progress: bool | None = None) -> Clustering:
+    """The cached clustering of ``config`` (computing it, and its extractor, when missing)."""
+    spec = config.cluster
+    if spec.cluster_method not in METHODS:
+        raise ConfigError(f"unknown cluster_method {spec.cluster_method!r}; "
+                          f"choose one of: {', '.join(METHODS)}")
+    if spec.embedding not in EMBEDDINGS:
+        raise ConfigError(f"unknown embedding {spec.embedding!r}; choose one of: {', '.join(EMBEDDINGS)}")
+    cache = cache or ArtifactCache()
+    entry = cache.entry(CLUSTER_KIND, clustering_key(config, cache))
+    with entry.lock():
+        if entry.is_complete():
+            return Clustering(**entry.load_torch("clusters.pt"))
+        clustering = dataclasses.replace(_compute(config, data, target, cache, device, progress),
+                                         key=entry.key)
+        entry.save({"clusters.pt": torch_bytes(dataclasses.asdict(clustering))},
+                   {"sizes": clustering.sizes().tolist()})
+        return clustering
+
+
+def _compute(config: ExperimentConfig, data: DataSplits, target: Target | None,
+             cache: ArtifactCache, device: str, progress: bool | None) -> Clustering:
+    spec, labels = config.cluster, data.train_y
+    n_classes, per_class = data.info.num_classes, spec.clusters_per_class
+    embeddings = _embeddings(config, data, target, cache, device, progress)
+    if spec.cluster_method == "sequential":
+        cluster_ids = sequential_clusters(labels, n_classes, per_class)
+    else:
+        cluster_ids = kmeans_clusters(embeddings, labels, n_classes, per_class, spec.cluster_seed)
+    centroids = centroids_of(embeddings, cluster_ids, n_classes * per_class)
+    return Clustering(cluster_ids, labels.clone(), n_classes, per_class, centroids)
+
+
+def _embeddings(config: ExperimentConfig, data: DataSplits, target: Target | None,
+                cache: ArtifactCache, device: str, progress: bool | None) -> Tensor:
+    spec = config.cluster
+    if spec.embedding == "pixels":
+        return pixel_embeddings(data.train_x, spec.cluster_seed)
+    if spec.embedding == "target":
+        target = target or get_target(config, data=data, cache=cache, device=device, progress=progress)
+        return embed(target.model, data.train_x)
+    extractor = get_target(extractor_config(config), data=data, cache=cache, device=device,
+                           progress=progress)
+    return embed(extractor.model, data.train_x)

@@ -1,0 +1,251 @@
+"""Offline stage: distil every cluster into synthetic images (paper §3.2, Eq. 5-6, Alg. 1).
+
+Reverse gradient matching (``mode="reverse"``, DDM): for a sampled checkpoint pair (a, b) the real
+gradient ``g_r = grad L(theta_a; D_k)`` and the synthetic gradient ``g_s = grad L(theta_b; S_k)``
+are matched as ``Dist(g_r, -g_s)``, so that fine-tuning the trained network on ``S_k`` walks it
+back along the direction ``D_k`` pushed it (unlearning). Pairings: ``alg1`` (a = t, b = t + s) and
+``eq6`` (a = t, b = tau - t).
+
+Gradient matching (``mode="match"``, the paper's DDM-match baseline, Zhao et al. 2021) uses the
+same machinery with the forward pairing a = b = t and ``Dist(g_r, +g_s)``.
+
+All K real gradients at a checkpoint come from one vectorized per-sample pass plus a segment sum
+(cached per checkpoint); all K synthetic gradients from one ``vmap`` call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ddm.cache import ArtifactCache, torch_bytes
+from ddm.cluster import Clustering
+from ddm.config import DistillConfig, ExperimentConfig
+from ddm.data import DataSplits
+from ddm.errors import ConfigError
+from ddm.functional import Params, params_from_flat, per_cluster_gradients, per_sample_gradients, segment_mean
+from ddm.registry import Registry
+from ddm.target import Target
+
+SYNSET_KIND = "synset"
+SYNSET_SCHEMA = 1
+MODES = ("reverse", "match")
+PAIRINGS = ("alg1", "eq6")
+COS_EPS = 1e-6  # as in the dataset-condensation code: keeps the cosine finite for a zero gradient
+
+Distance = Callable[[Params, Params], Tensor]  # ({name: [K, ...]}, {name: [K, ...]}) -> [K]
+DISTANCES: Registry[Distance] = Registry("gradient distance")
+
+
+@DISTANCES.register("layerwise")
+def layerwise_cosine(real: Params, synthetic: Params) -> Tensor:
+    """Dataset condensation's distance: sum over layers and output channels of (1 - cosine).
+
+    Each weight tensor is viewed as [K, out_channels, -1]; 1-D parameters (biases, norm affine) are
+    skipped, as in the DC code.
+    """
+    total = None
+    for name, real_grad in real.items():
+        if real_grad.dim() <= 2:  # [K, n]: a bias or norm parameter
+            continue
+        flat_real = real_grad.flatten(2)
+        flat_syn = synthetic[name].flatten(2)
+        cosine = (flat_real * flat_syn).sum(-1) / (flat_real.norm(dim=-1) * flat_syn.norm(dim=-1) + COS_EPS)
+        term = (1 - cosine).sum(-1)
+        total = term if total is None else total + term
+    if total is None:
+        raise ConfigError("layerwise distance needs at least one weight matrix")
+    return total
+
+
+@DISTANCES.register("cosine")
+def cosine(real: Params, synthetic: Params) -> Tensor:
+    """1 - cosine between the whole flattened gradients of each cluster."""
+    flat_real = torch.cat([g.flatten(1) for g in real.values()], 1)
+    flat_syn = torch.cat([synthetic[name].flatten(1) for name in real], 1)
+    return 1 - (flat_real * flat_syn).sum(1) / (flat_real.norm(dim=1) * flat_syn.norm(dim=1) + COS_EPS)
+
+
+@DISTANCES.register("mse")
+def mse(real: Params, synthetic: Params) -> Tensor:
+    """Sum of squared differences (the paper's choice for the Simple ViT)."""
+    return sum(((real[name] - synthetic[name]) ** 2).flatten(1).sum(1) for name in real)
+
+
+@dataclass(frozen=True)
+class Synset:
+    """Synthetic images: images [K * ipc, C, H, W], labels int64 [K * ipc] (the cluster's class),
+    cluster_ids int64 [K * ipc]; ``losses`` is the matching loss per distillation step."""
+
+    images: Tensor
+    labels: Tensor
+    cluster_ids: Tensor
+    n_clusters: int
+    losses: list[float]
+    mode: str
+    seconds: float
+
+
+def checkpoint_pair(mode: str, pairing: str, n_checkpoints: int, step_length: int,
+                    generator: torch.Generator) -> tuple[int, int]:
+    """(a, b): the checkpoint of the real gradient and of the synthetic one for one step."""
+    pairs = all_pairs(mode, pairing, n_checkpoints, step_length)
+    return pairs[int(torch.randint(0, len(pairs), (1,), generator=generator))]
+
+
+def init_synset(images: Tensor, labels: Tensor, clustering: Clustering, ipc: int,
+                generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """``ipc`` random real images of each cluster (drawn with replacement if a cluster is smaller)."""
+    rows = []
+    for cluster in range(clustering.n_clusters):
+        members = clustering.members(cluster)
+        if len(members) == 0:
+            raise ConfigError(f"cluster {cluster} is empty; cannot initialize its synthetic image")
+        pick = torch.randperm(len(members), generator=generator)[:ipc]
+        if len(pick) < ipc:
+            pick = torch.randint(0, len(members), (ipc,), generator=generator)
+        rows.append(members[pick])
+    rows = torch.cat(rows)
+    cluster_ids = torch.arange(clustering.n_clusters).repeat_interleave(ipc)
+    return images[rows].clone(), labels[rows].clone(), cluster_ids
+
+
+class RealGradients:
+    """Per-cluster real gradients at trajectory checkpoints, computed once per checkpoint.
+
+    With ``real_batch`` set, each call draws that many real images per cluster instead (no caching).
+    """
+
+    def __init__(self, model: nn.Module, trajectory: Tensor, images: Tensor, labels: Tensor,
+                 clustering: Clustering, real_batch: int | None, generator: torch.Generator) -> None:
+        self.model, self.trajectory = model, trajectory
+        self.images, self.labels, self.clustering = images, labels, clustering
+        self.real_batch, self.generator = real_batch, generator
+        self.cached: dict[int, Params] = {}
+
+    def __call__(self, checkpoint: int) -> Params:
+        if self.real_batch is None and checkpoint in self.cached:
+            return self.cached[checkpoint]
+        params = params_from_flat(self.model, self.trajectory[checkpoint].to(self.images.device))
+        rows = self._rows()
+        grads = per_cluster_gradients(self.model, params, self.images[rows], self.labels[rows],
+                                      self.clustering.cluster_ids[rows], self.clustering.n_clusters)
+        if self.real_batch is None:
+            self.cached[checkpoint] = grads
+        return grads
+
+    def _rows(self) -> Tensor:
+        if self.real_batch is None:
+            return torch.arange(len(self.labels))
+        picks = [members[torch.randperm(len(members), generator=self.generator)[: self.real_batch]]
+                 for members in map(self.clustering.members, range(self.clustering.n_clusters))]
+        return torch.cat(picks)
+
+
+def distill(target: Target, data: DataSplits, clustering: Clustering, cfg: DistillConfig, *,
+            mode: str = "reverse", progress: bool | None = None) -> Synset:
+    """Run ``cfg.distill_steps`` synset updates; returns the synset (on the CPU)."""
+    _validate(cfg, mode, len(target.trajectory))
+    device = next(target.model.parameters()).device
+    generator = torch.Generator().manual_seed(cfg.distill_seed)
+    images, labels, cluster_ids = init_synset(data.train_x, data.train_y, clustering, cfg.ipc, generator)
+    synthetic = images.to(device).requires_grad_(True)
+    labels, cluster_ids = labels.to(device), cluster_ids.to(device)
+    real_grads = RealGradients(target.model, target.trajectory, data.train_x.to(device),
+                               data.train_y.to(device), _on(clustering, device), cfg.real_batch, generator)
+    lr = cfg.lr_img if mode == "reverse" else cfg.lr_img_match
+    optimizer = torch.optim.SGD([synthetic], lr=lr, momentum=cfg.img_momentum)
+    distance, sign = DISTANCES[cfg.distance], (-1.0 if mode == "reverse" else 1.0)
+    losses, start = [], time.perf_counter()
+    for _ in tqdm(range(cfg.distill_steps), desc=f"distill ({mode})", disable=None if progress is None
+                  else not progress, leave=False):
+        a, b = checkpoint_pair(mode, cfg.pairing, len(target.trajectory), cfg.step_length, generator)
+        loss = matching_loss(target, synthetic, labels, cluster_ids, real_grads(a), b, distance, sign)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return Synset(synthetic.detach().cpu(), labels.cpu(), cluster_ids.cpu(), clustering.n_clusters,
+                  losses, mode, time.perf_counter() - start)
+
+
+def matching_loss(target: Target, synthetic: Tensor, labels: Tensor, cluster_ids: Tensor,
+                  real_grads: Params, checkpoint: int, distance: Distance, sign: float) -> Tensor:
+    """sum_k Dist(g_r_k, sign * g_s_k) with g_s_k the synthetic gradient at ``checkpoint``."""
+    params = params_from_flat(target.model, target.trajectory[checkpoint].to(synthetic.device))
+    sample_grads = per_sample_gradients(target.model, params, synthetic, labels)
+    synthetic_grads = segment_mean(sample_grads, cluster_ids, len(next(iter(real_grads.values()))))
+    return distance(real_grads, {name: sign * g for name, g in synthetic_grads.items()}).sum()
+
+
+def all_pairs(mode: str, pairing: str, n_checkpoints: int, step_length: int) -> list[tuple[int, int]]:
+    """Every (a, b) checkpoint pair the sampler can draw."""
+    tau = n_checkpoints - 1
+    if mode == "match":
+        return [(t, t) for t in range(tau)]
+    if pairing == "alg1":
+        return [(t, t + step_length) for t in range(tau - step_length + 1)]
+    return [(t, tau - t) for t in range(tau + 1)]
+
+
+def evaluate_matching(target: Target, data: DataSplits, clustering: Clustering, images: Tensor,
+                      cfg: DistillConfig, mode: str) -> float:
+    """Matching loss of synthetic ``images`` [K * ipc, ...] averaged over every admissible checkpoint
+    pair (deterministic, unlike the sampled training loss): the number to watch fall."""
+    _validate(cfg, mode, len(target.trajectory))
+    device = next(target.model.parameters()).device
+    generator = torch.Generator().manual_seed(cfg.distill_seed)
+    _, labels, cluster_ids = init_synset(data.train_x, data.train_y, clustering, cfg.ipc, generator)
+    real_grads = RealGradients(target.model, target.trajectory, data.train_x.to(device),
+                               data.train_y.to(device), _on(clustering, device), None, generator)
+    distance, sign = DISTANCES[cfg.distance], (-1.0 if mode == "reverse" else 1.0)
+    pairs = all_pairs(mode, cfg.pairing, len(target.trajectory), cfg.step_length)
+    total = sum(float(matching_loss(target, images.to(device), labels.to(device), cluster_ids.to(device),
+                                    real_grads(a), b, distance, sign).detach()) for a, b in pairs)
+    return total / len(pairs)
+
+
+def _on(clustering: Clustering, device: torch.device) -> Clustering:
+    return dataclasses.replace(clustering, cluster_ids=clustering.cluster_ids.to(device))
+
+
+def _validate(cfg: DistillConfig, mode: str, n_checkpoints: int) -> None:
+    if mode not in MODES:
+        raise ConfigError(f"unknown distillation mode {mode!r}; choose one of: {', '.join(MODES)}")
+    if cfg.pairing not in PAIRINGS:
+        raise ConfigError(f"unknown pairing {cfg.pairing!r}; choose one of: {', '.join(PAIRINGS)}")
+    DISTANCES[cfg.distance]  # raises with the choices when unknown
+    if cfg.ipc < 1 or cfg.distill_steps < 0:
+        raise ConfigError(f"ipc must be >= 1 and distill_steps >= 0 (got {cfg.ipc}, {cfg.distill_steps})")
+    if mode == "reverse" and cfg.pairing == "alg1" and not 1 <= cfg.step_length < n_checkpoints:
+        raise ConfigError(f"step_length {cfg.step_length} needs a trajectory of more than "
+                          f"{cfg.step_length} checkpoints; this one has {n_checkpoints}. Record more "
+                          f"checkpoints (checkpoint_every) or lower step_length")
+
+
+def synset_key(config: ExperimentConfig, target: Target, clustering: Clustering, mode: str) -> dict:
+    if not clustering.key:
+        raise ValueError("only a clustering from get_clustering() (which has a cache key) can be cached")
+    return {"schema": SYNSET_SCHEMA, "target": target.entry.key, "clusters": clustering.key,
+            "mode": mode, "distill": dataclasses.asdict(config.distill)}
+
+
+def get_synset(config: ExperimentConfig, target: Target, data: DataSplits, clustering: Clustering, *,
+               mode: str = "reverse", cache: ArtifactCache | None = None,
+               progress: bool | None = None) -> Synset:
+    """The cached synset of (target, clustering, distill config, mode), distilled when missing."""
+    cache = cache or ArtifactCache()
+    entry = cache.entry(SYNSET_KIND, synset_key(config, target, clustering, mode))
+    with entry.lock():
+        if entry.is_complete():
+            return Synset(**entry.load_torch("synset.pt"))
+        synset = distill(target, data, clustering, config.distill, mode=mode, progress=progress)
+        entry.save({"synset.pt": torch_bytes(dataclasses.asdict(synset))},
+                   {"seconds": synset.seconds, "final_loss": synset.losses[-1] if synset.losses else None})
+        return synset
