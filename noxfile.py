@@ -17,13 +17,18 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """Static checks with ruff."""
     session.install("ruff")
-    session.run("ruff", "check", "ddm", "baselines", "bench", "tests", "noxfile.py")
+    session.run("ruff", "check", "ddm", "baselines", "bench", "tests", "benchmarks", "noxfile.py")
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """pytest-benchmark timings (filled in by the DDM-core and benchmark-runner issues)."""
-    session.skip("no benchmarks yet: they arrive with the DDM-core issue")
+    """pytest-benchmark speed ratios at smoke (digits) and small (MNIST) scale, saved under
+    .benchmarks/. Pass `-- small` or `-- smoke` to run one scale only."""
+    session.install("-e", ".[dev]")
+    scales = session.posargs or ["smoke", "small"]
+    for scale in scales:
+        session.run("pytest", "benchmarks", "-s", "--benchmark-autosave",
+                    f"--benchmark-save={scale}", env={"DDM_BENCH_SCALE": scale})
 
 
 @nox.session

@@ -15,10 +15,11 @@ from typing import Any
 import click
 
 from ddm.cache import ArtifactCache
-from ddm.config import OPTIMIZERS, SCALES, ExperimentConfig, preset, with_overrides
+from ddm.config import OPTIMIZERS, SCALES, ExperimentConfig, parse_assignment, preset, with_overrides
 from ddm.data import DATASETS, dataset_status
 from ddm.errors import DdmError
 from ddm.models import INIT_SCHEMES, MODELS
+from ddm.objectives import OBJECTIVES
 
 
 class UserError(click.ClickException):
@@ -83,6 +84,9 @@ def experiment_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="Directory with dataset files (IDX, CIFAR pickles, tiny-imagenet-200)."),
         click.option("--device", default="auto", show_default=True,
                      help="auto (CUDA when present), cpu, cuda, cuda:N."),
+        click.option("--set", "assignments", multiple=True, metavar="FIELD=VALUE",
+                     help="Override any config field, e.g. --set lr_img=1.0 --set pairing=eq6 "
+                          "(repeatable; see ddm/config.py for every field and its help)."),
     ]
     return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
 
@@ -97,8 +101,9 @@ CONFIG_FIELDS = ("arch", "width", "depth", "init", "epochs", "lr", "optimizer", 
 
 
 def config_from_options(options: dict[str, Any]) -> ExperimentConfig:
-    return build_config(options["dataset"], options["scale"],
-                        **{name: options[name] for name in CONFIG_FIELDS})
+    fields = {name: options[name] for name in CONFIG_FIELDS}
+    fields.update(parse_assignment(text) for text in options.get("assignments", ()))
+    return build_config(options["dataset"], options["scale"], **fields)
 
 
 @main.group()
@@ -136,5 +141,65 @@ def train(obj: BenchContext, **options: Any) -> None:
     click.echo(f"artifacts: {target.entry.path}")
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
+
+def _stages(obj: BenchContext, options: dict[str, Any]):
+    from ddm.pipeline import prepare
+
+    config = config_from_options(options)
+    return prepare(config, data_root=options["data_root"], device=options["device"], cache=obj.cache)
+
+
+@main.command()
+@experiment_options
+@click.option("--mode", type=click.Choice(["reverse", "match"]), default="reverse", show_default=True,
+              help="reverse: DDM's reverse gradient matching; match: gradient matching (DDM-match).")
+@click.option("--hierarchical", is_flag=True, help="Also distil the class-level synset (K = L).")
+@click.pass_obj
+def distill(obj: BenchContext, mode: str, hierarchical: bool, **options: Any) -> None:
+    """Distil the synset of every cluster (offline stage) and report time and matching loss."""
+    from ddm.distill import evaluate_matching, get_synset, init_synset
+
+    stages = _stages(obj, options)
+    config, clustering = stages.config, stages.clustering
+    levels = [("cluster", clustering)] + ([("class", clustering.class_level())] if hierarchical else [])
+    for level, grouping in levels:
+        synset = get_synset(config, stages.target, stages.data, grouping, mode=mode, cache=obj.cache)
+        initial, _, _ = init_synset(stages.data.train_x, stages.data.train_y, grouping, config.distill.ipc,
+                                    torch_generator(config.distill.distill_seed))
+        before = evaluate_matching(stages.target, stages.data, grouping, initial, config.distill, mode)
+        after = evaluate_matching(stages.target, stages.data, grouping, synset.images, config.distill, mode)
+        ratio = synset.seconds / stages.target.meta["train_seconds"]
+        click.echo(f"{level}-level synset ({mode}): K = {grouping.n_clusters}, "
+                   f"{len(synset.labels)} images, {config.distill.distill_steps} steps")
+        click.echo(f"  distilled in {synset.seconds:.1f} s = {ratio:.2f}x the target's training time")
+        click.echo(f"  matching loss over all checkpoint pairs: {before:.2f} -> {after:.2f}")
+
+
+def torch_generator(seed: int):
+    import torch
+
+    return torch.Generator().manual_seed(seed)
+
+
+@main.command()
+@experiment_options
+@click.option("--method", default="ddm", show_default=True, help="Attribution method (see `list`).")
+@click.option("--queries", "n_queries", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Random test samples to explain.")
+@click.option("--query-seed", type=int, default=0, show_default=True)
+@click.option("--objective", type=click.Choice(OBJECTIVES.names()), default="dist1", show_default=True)
+@click.option("--hierarchical", is_flag=True, help="DDM only: locate by L class + C cluster deletions.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write W, scores and located clusters [attribution-<...>.pt].")
+@click.pass_obj
+def attribute(obj: BenchContext, method: str, n_queries: int, query_seed: int, objective: str,
+              hierarchical: bool, output: Path | None, **options: Any) -> None:
+    """Attribute test predictions to training clusters and write the attribution matrix."""
+    from ddm.pipeline import run_attribution
+
+    stages = _stages(obj, options)
+    output = output or Path(f"attribution-{stages.config.data.dataset}-{stages.config.scale}-{method}-"
+                            f"{objective}.pt")
+    report = run_attribution(stages, method, n_queries, query_seed, objective, hierarchical, output)
+    for line in report:
+        click.echo(line)

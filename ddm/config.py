@@ -160,7 +160,7 @@ def _smoke(dataset: str) -> ExperimentConfig:
         data=DataConfig(dataset=dataset, n_per_class=100),
         model=ModelConfig(width=16),
         train=TrainConfig(epochs=8, batch_size=32, lr=0.05, augment=dataset in AUGMENTED_DATASETS),
-        distill=DistillConfig(distill_steps=100, lr_img=1.0),
+        distill=DistillConfig(distill_steps=50, lr_img=1.0),
     )
 
 
@@ -171,7 +171,7 @@ def _small(dataset: str) -> ExperimentConfig:
         data=DataConfig(dataset=dataset, n_per_class=200),
         model=ModelConfig(width=32),
         train=TrainConfig(epochs=10, batch_size=64, lr=0.02, augment=dataset in AUGMENTED_DATASETS),
-        distill=DistillConfig(distill_steps=100, lr_img=1.0),
+        distill=DistillConfig(distill_steps=50, lr_img=1.0),
     )
 
 
@@ -222,7 +222,7 @@ def _field_names(section: Any) -> set[str]:
 
 
 def validate(config: ExperimentConfig) -> None:
-    """Reject values that cannot train a model, with a message naming the field."""
+    """Reject values that cannot work, with a message naming the field."""
     positive = {"epochs": config.train.epochs, "batch_size": config.train.batch_size,
                 "width": config.model.width}
     for name, value in positive.items():
@@ -237,8 +237,44 @@ def validate(config: ExperimentConfig) -> None:
                           f"{', '.join(OPTIMIZERS)}")
     if config.train.checkpoint_every < 0:
         raise ConfigError(f"checkpoint_every must be >= 0, got {config.train.checkpoint_every}")
+    at_least_one = {"clusters_per_class": config.cluster.clusters_per_class, "ipc": config.distill.ipc,
+                    "finetune_steps": config.attribute.finetune_steps,
+                    "finetune_chunk": config.attribute.finetune_chunk}
+    for name, value in at_least_one.items():
+        if value < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}")
+    if not 0 < config.attribute.removal_rate < 1:
+        raise ConfigError(f"removal_rate must be in (0, 1), got {config.attribute.removal_rate}")
 
 
 def field_help(section: type) -> dict[str, str]:
     """Help text of every field of a config section, for the CLI and the docs."""
     return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(section)}
+
+
+def all_fields() -> dict[str, dataclasses.Field]:
+    """Every configurable field by name (names are unique across the sections)."""
+    sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
+                "cluster": ClusterConfig, "distill": DistillConfig, "attribute": AttributeConfig}
+    return {f.name: f for section in sections.values() for f in dataclasses.fields(section)}
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``"lr_img=1.0"`` -> ``("lr_img", 1.0)``, typed by the field's annotation; ``none`` -> None."""
+    name, sep, raw = text.partition("=")
+    fields = all_fields()
+    if not sep or name not in fields:
+        raise ConfigError(f"--set expects FIELD=VALUE with FIELD one of: {', '.join(sorted(fields))}; "
+                          f"got {text!r}")
+    annotation = str(fields[name].type)
+    if raw.lower() == "none" and "None" in annotation:
+        return name, None
+    kind = annotation.split("|")[0].strip()
+    try:
+        if kind == "bool":
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(raw)
+            return name, raw.lower() in ("true", "1")
+        return name, {"int": int, "float": float, "str": str}[kind](raw)
+    except ValueError:
+        raise ConfigError(f"{name} expects a {annotation} value, got {raw!r}") from None

@@ -58,11 +58,12 @@ def per_sample_gradients(model: nn.Module, params: Params, images: Tensor,
 
 
 def per_cluster_gradients(model: nn.Module, params: Params, images: Tensor, labels: Tensor,
-                          cluster_ids: Tensor, n_clusters: int, chunk: int = 256) -> Params:
+                          cluster_ids: Tensor, n_clusters: int, chunk: int = 64) -> Params:
     """Gradient of every cluster's mean loss, without a Python loop over clusters.
 
     Per-sample gradients of ``chunk`` samples at a time are summed into their cluster by
-    ``index_add_`` (a segment sum) and divided by the cluster sizes.
+    ``index_add_`` (a segment sum) and divided by the cluster sizes. Small chunks stay in cache:
+    on 2 CPU cores chunks of 64 ran 2x faster than 512 (ConvNet width 32, MNIST).
     images [N, C, H, W], labels int64 [N], cluster_ids int64 [N] in [0, K) -> {name: [K, *shape]}.
     """
     totals = {name: torch.zeros(n_clusters, *p.shape, dtype=p.dtype, device=p.device)
@@ -123,5 +124,13 @@ def finetune_one(model: nn.Module, params: Params, images: Tensor, labels: Tenso
 
 
 def predict_batched(model: nn.Module, stacked: Params, queries: Tensor) -> Tensor:
-    """Logits of every stacked model on the same queries: queries [n_q, ...] -> [B, n_q, classes]."""
-    return vmap(lambda params: functional_call(model, params, (queries,)))(stacked)
+    """Logits of every stacked model on the same queries: queries [n_q, ...] -> [B, n_q, classes].
+
+    On CUDA one ``vmap`` call; on the CPU a loop over the models, which measured 3x faster there
+    (vmap turns per-model convolution weights into one grouped convolution, slow on CPU kernels).
+    """
+    if queries.device.type == "cuda":
+        return vmap(lambda params: functional_call(model, params, (queries,)))(stacked)
+    count = len(next(iter(stacked.values())))
+    return torch.stack([functional_call(model, {name: value[b] for name, value in stacked.items()},
+                                        (queries,)) for b in range(count)])

@@ -3,6 +3,7 @@
 import re
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from bench.cli import main
@@ -80,3 +81,36 @@ def test_data_list_reports_every_dataset(run):
     lines = result.output.strip().splitlines()
     assert lines[0].startswith("digits") and " yes " in lines[0]
     assert len(lines) == 6
+
+
+DDM_TINY = [*TINY, "--set", "clusters_per_class=2", "--set", "distill_steps=3", "--set", "step_length=1",
+            "--set", "embedding=pixels"]
+
+
+def test_distill_reports_time_and_matching_loss(run):
+    result = run("distill", *DDM_TINY, "--hierarchical")
+    assert result.exit_code == 0, result.output
+    assert "cluster-level synset (reverse): K = 20" in result.output
+    assert "class-level synset (reverse): K = 10" in result.output
+    assert "matching loss over all checkpoint pairs" in result.output
+
+
+def test_attribute_prints_located_clusters_and_writes_w(run, tmp_path):
+    output = tmp_path / "w.pt"
+    result = run("attribute", *DDM_TINY, "--queries", "3", "--objective", "dist1", "--output",
+                 str(output), "--hierarchical")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("query ") == 3 and "hierarchical search: " in result.output
+    saved = torch.load(output, weights_only=False)
+    assert saved["weights"].shape == (3, 20, 10) and saved["scores"].shape == (20, 3)
+    assert saved["located"].tolist() == saved["scores"].argmax(0).tolist()
+    assert saved["config"]["cluster"]["clusters_per_class"] == 2 and "code_version" in saved
+
+
+def test_unknown_method_and_bad_set_exit_2(run):
+    result = run("attribute", *DDM_TINY, "--method", "nope")
+    assert result.exit_code == 2 and "ddm_match" in result.output
+    result = run("train", *TINY, "--set", "lr_img=fast")
+    assert result.exit_code == 2 and "lr_img" in result.output
+    result = run("train", *TINY, "--set", "bogus=1")
+    assert result.exit_code == 2 and "pairing" in result.output

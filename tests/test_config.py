@@ -58,3 +58,16 @@ def test_target_key_ignores_the_scale_label():
     relabelled = dataclasses.replace(config, scale="small")
     assert isinstance(config, ExperimentConfig)
     assert config.target_key() == relabelled.target_key()
+
+
+def test_parse_assignment_types_values_by_field():
+    from ddm.config import parse_assignment
+
+    assert parse_assignment("lr_img=1.5") == ("lr_img", 1.5)
+    assert parse_assignment("ipc=2") == ("ipc", 2)
+    assert parse_assignment("real_batch=none") == ("real_batch", None)
+    assert parse_assignment("include_singles=true") == ("include_singles", True)
+    assert parse_assignment("pairing=eq6") == ("pairing", "eq6")
+    for bad in ("ipc=two", "nofield=1", "ipc", "include_singles=maybe"):
+        with pytest.raises(ConfigError):
+            parse_assignment(bad)

@@ -1,0 +1,106 @@
+"""The staged workflow, as plain functions the CLI and the benchmark runner share::
+
+    stages = prepare(config)                      # data, cached target, cached clusters
+    attributor = fit_method("ddm", config, stages)  # offline stage (cached synset)
+    scores = attributor.attribute(select_queries(stages.data, 20), "dist1")
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ddm.attributor import METHODS, Attributor, Queries
+from ddm.cache import ArtifactCache, atomic_write_bytes, torch_bytes
+from ddm.cluster import Clustering, get_clustering
+from ddm.config import ExperimentConfig
+from ddm.data import DataSplits
+from ddm.errors import ConfigError
+from ddm.objectives import get_objective
+from ddm.provenance import environment
+from ddm.target import Target, get_target, load_data
+
+
+@dataclass
+class Stages:
+    """What every method is fitted on: the same data, target and clusters."""
+
+    config: ExperimentConfig
+    data: DataSplits
+    target: Target
+    clustering: Clustering
+    cache: ArtifactCache
+
+
+def prepare(config: ExperimentConfig, *, data_root: str | None = None, device: str = "auto",
+            cache: ArtifactCache | None = None, progress: bool | None = None) -> Stages:
+    """Load the data, then train (or load) the target and cluster its training set."""
+    cache = cache or ArtifactCache()
+    data = load_data(config, data_root)
+    target = get_target(config, data=data, device=device, cache=cache, progress=progress)
+    clustering = get_clustering(config, data, target=target, cache=cache, device=device,
+                                progress=progress)
+    return Stages(config, data, target, clustering, cache)
+
+
+def fit_method(name: str, stages: Stages, *, progress: bool | None = None) -> Attributor:
+    """Construct the registered method ``name`` and run its offline stage."""
+    import baselines  # noqa: F401  (registers the baseline methods)
+    import ddm.attribute  # noqa: F401  (registers ddm and ddm_match)
+
+    attributor = METHODS[name](stages.config, cache=stages.cache, progress=progress)
+    attributor.fit(stages.target, stages.data, stages.clustering)
+    return attributor
+
+
+def select_queries(data: DataSplits, n_queries: int, seed: int = 0) -> Queries:
+    """``n_queries`` random test samples (the paper uses 20), the same for every method."""
+    if not 1 <= n_queries <= len(data.test_y):
+        raise ConfigError(f"--queries must be between 1 and {len(data.test_y)}, got {n_queries}")
+    rows = torch.randperm(len(data.test_y), generator=torch.Generator().manual_seed(seed))[:n_queries]
+    return Queries(data.test_x[rows], data.test_y[rows])
+
+
+def run_attribution(stages: Stages, method: str, n_queries: int, query_seed: int, objective: str,
+                    hierarchical: bool, output: Path) -> list[str]:
+    """Fit ``method``, score every cluster for random test queries, save everything to ``output``.
+
+    Returns the human-readable report (one line per query with the located cluster)."""
+    start = time.perf_counter()
+    attributor = fit_method(method, stages)
+    offline = time.perf_counter() - start
+    queries = select_queries(stages.data, n_queries, query_seed)
+    start = time.perf_counter()
+    saved: dict[str, Any] = {}
+    if hasattr(attributor, "datamodel"):  # DDM variants: keep W itself, not only the scores
+        datamodel = attributor.datamodel(queries)
+        saved.update(weights=datamodel.weights, bias=datamodel.bias)
+        scores = get_objective(objective)(datamodel.single_removals(), attributor.reference(queries),
+                                          queries.labels)
+    else:
+        scores = attributor.attribute(queries, objective)
+    online = time.perf_counter() - start
+    located = scores.argmax(0)
+    saved.update(scores=scores, located=located, query_labels=queries.labels, objective=objective,
+                 method=method, config=stages.config.to_dict(), offline_seconds=offline,
+                 online_seconds=online, **environment(next(stages.target.model.parameters()).device))
+    lines = [f"{method}: offline {offline:.1f} s, online {online:.2f} s for {n_queries} queries "
+             f"(K = {stages.clustering.n_clusters}, objective {objective})"]
+    if hierarchical:
+        result = attributor.hierarchical(queries, objective)
+        saved.update(hierarchical_clusters=result.clusters, hierarchical_finetunes=result.finetunes)
+        lines.append(f"hierarchical search: {result.finetunes} fine-tunes")
+    per_class = stages.clustering.clusters_per_class
+    for index, cluster in enumerate(located.tolist()):
+        line = (f"query {index:3d} (label {int(queries.labels[index])}): cluster {cluster} "
+                f"(class {cluster // per_class}), score {float(scores[cluster, index]):.4g}")
+        if hierarchical:
+            line += f"; hierarchical: cluster {int(saved['hierarchical_clusters'][index])}"
+        lines.append(line)
+    atomic_write_bytes(output, torch_bytes(saved))
+    lines.append(f"wrote {output}")
+    return lines
