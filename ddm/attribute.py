@@ -27,6 +27,7 @@ from ddm.functional import finetune_batched, model_params, predict_batched
 from ddm.objectives import Objective, get_objective, to_probabilities
 from ddm.target import Target
 
+IMAGES_PER_CALL = 256  # synthetic images fine-tuned per vectorized call (see chunk_size)
 Evaluator = Callable[[Tensor], Tensor]  # keep-masks bool [B, K] -> probabilities [B, n_q, classes]
 
 
@@ -83,12 +84,20 @@ class SynsetUnlearner:
         return finetune_batched(self.model, self.params, images, labels, weights, steps=self.steps,
                                 lr=self.lr)
 
+    def chunk_size(self, keep: Tensor) -> int:
+        """Models per vectorized call: at most ``chunk``, and at most ``IMAGES_PER_CALL`` synthetic
+        images in flight (on 2 CPU cores, 101 models x 20 removed clusters ran 3.7x faster in
+        chunks of 8 than all at once: smaller working sets stay in cache)."""
+        largest = max(int((~keep).sum(1).max()) if len(keep) else 1, 1) * self.ipc
+        return max(1, min(self.chunk, IMAGES_PER_CALL // largest))
+
     def __call__(self, keep: Tensor, queries: Tensor) -> Tensor:
         """Probabilities [B, n_q, classes] of every fine-tuned model on queries [n_q, ...]."""
         outputs = []
         queries = queries.to(self.device)
-        for start in range(0, len(keep), self.chunk):
-            stacked = self.finetuned(keep[start:start + self.chunk])
+        chunk = self.chunk_size(keep)
+        for start in range(0, len(keep), chunk):
+            stacked = self.finetuned(keep[start:start + chunk])
             with torch.no_grad():
                 outputs.append(to_probabilities(predict_batched(self.model, stacked, queries)).cpu())
         return torch.cat(outputs)
