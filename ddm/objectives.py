@@ -83,3 +83,9 @@ def get_objective(name: str) -> Objective:
 def to_probabilities(logits: Tensor) -> Tensor:
     """The prediction y the objectives compare: softmax over the class dimension (last)."""
     return torch.softmax(logits, dim=-1)
+
+
+# Objectives whose argmax is the LEAST influential cluster (similarity baselines flip their ranking).
+LEAST_INFLUENCE = frozenset({"dist3"})
+# Objectives summed over all queries: a method returns [K, 1] for them.
+GLOBAL = frozenset({"validation"})

@@ -1,0 +1,177 @@
+"""Exact retraining without clusters: the paper's ground truth and its "exact retraining" baseline.
+
+Two protocols, recorded in every result:
+- ``same-seed`` (default): the target's theta_0 and batch order, minus the removed samples
+  (``ddm.train``); isolates the effect of the deletion from retraining noise.
+- ``fresh-seed``: a new initialization and batch order per retraining (seeds 1..r after the target's),
+  outputs averaged over r seeds; retraining noise then becomes part of every Dist1 value, which is
+  most likely what the paper's numbers measured.
+
+Every retrained model is its own cache entry (keyed by target, removed rows, protocol and seed), so
+an interrupted oracle run resumes where it stopped and a later run reuses all of it. Retrainings can
+run in parallel worker processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ddm.attributor import METHODS, Queries, RemovalPredictor
+from ddm.cache import ArtifactCache, CacheEntry, torch_bytes
+from ddm.cluster import Clustering
+from ddm.config import ExperimentConfig
+from ddm.data import DataSplits
+from ddm.errors import ConfigError
+from ddm.functional import params_from_flat
+from ddm.objectives import to_probabilities
+from ddm.provenance import environment
+from ddm.target import Target, fresh_model, load_data
+from ddm.train import TrainState, flat_params, train
+
+RETRAIN_KIND = "retrained"
+RETRAIN_SCHEMA = 1
+PROTOCOLS = ("same-seed", "fresh-seed")
+
+
+@dataclass(frozen=True)
+class RetrainSpec:
+    """One retraining: which training rows are removed, under which protocol and seed."""
+
+    removed: tuple[int, ...]
+    protocol: str
+    seed: int
+
+
+def removed_digest(removed: Sequence[int]) -> str:
+    return hashlib.sha256(",".join(map(str, sorted(removed))).encode()).hexdigest()[:24]
+
+
+def retrain_entry(target: Target, spec: RetrainSpec, cache: ArtifactCache) -> CacheEntry:
+    return cache.entry(RETRAIN_KIND, {"schema": RETRAIN_SCHEMA, "target": target.entry.key,
+                                      "removed": removed_digest(spec.removed), "n_removed": len(spec.removed),
+                                      "protocol": spec.protocol, "seed": spec.seed})
+
+
+def protocol_seeds(target: Target, protocol: str, n_seeds: int) -> list[int]:
+    """Training seeds of the retrainings: the target's own, or ``n_seeds`` fresh ones."""
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown retraining protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
+    if protocol == "same-seed":
+        return [target.config.train.seed]
+    if n_seeds < 1:
+        raise ConfigError(f"fresh-seed retraining needs at least one seed, got {n_seeds}")
+    return [target.config.train.seed + 1 + r for r in range(n_seeds)]
+
+
+def retrain(config: ExperimentConfig, data: DataSplits, spec: RetrainSpec, entry: CacheEntry,
+            device: str = "cpu") -> Tensor:
+    """Train without ``spec.removed`` (resuming a partial run), store and return theta [P]."""
+    train_config = dataclasses.replace(config.train, seed=spec.seed)
+    model_config = dataclasses.replace(config, train=train_config)
+    model = fresh_model(model_config, data.info.shape, data.info.num_classes)
+    partial = entry.load_partial()
+    resume = TrainState(**partial) if partial else None
+    result = train(model, data.train_x, data.train_y, train_config, removed=torch.tensor(spec.removed),
+                   device=device, resume=resume, progress=False,
+                   on_epoch_end=lambda state: entry.save_partial(vars(state)))
+    theta = flat_params(result.model)
+    entry.save({"theta.pt": torch_bytes(theta)}, {"removed": len(spec.removed), **environment(device)})
+    return theta
+
+
+def _worker(args: tuple) -> None:
+    """Process-pool entry: rebuild the data (cheap, cached on disk) and retrain one spec."""
+    config, data_root, root, entry_config, spec, threads = args
+    torch.set_num_threads(threads)
+    entry = ArtifactCache(root).entry(RETRAIN_KIND, entry_config)
+    with entry.lock():
+        if not entry.is_complete():
+            retrain(config, load_data(config, data_root), spec, entry)
+
+
+class Retrainer:
+    """Retrain the target without given row sets; cached, resumable, optionally in parallel."""
+
+    def __init__(self, target: Target, data: DataSplits, cache: ArtifactCache, *, workers: int = 1,
+                 data_root: str | None = None, progress: bool | None = None) -> None:
+        self.target, self.data, self.cache = target, data, cache
+        self.workers, self.data_root, self.progress = workers, data_root, progress
+
+    def thetas(self, specs: Sequence[RetrainSpec], desc: str = "exact retraining") -> list[Tensor]:
+        """theta [P] of every spec, training the missing ones first."""
+        entries = [retrain_entry(self.target, spec, self.cache) for spec in specs]
+        pending = [(spec, entry) for spec, entry in zip(specs, entries, strict=True)
+                   if not entry.is_complete()]
+        bar = tqdm(total=len(specs), initial=len(specs) - len(pending), desc=desc, unit="model",
+                   disable=None if self.progress is None else not self.progress)
+        if self.workers > 1 and len(pending) > 1:
+            self._parallel(pending, bar)
+        else:
+            for spec, entry in pending:
+                with entry.lock():
+                    if not entry.is_complete():
+                        retrain(self.target.config, self.data, spec, entry, self._device())
+                bar.update(1)
+        bar.close()
+        return [entry.load_torch("theta.pt") for entry in entries]
+
+    def _device(self) -> str:
+        return str(next(self.target.model.parameters()).device)
+
+    def _parallel(self, pending: list[tuple[RetrainSpec, CacheEntry]], bar: tqdm) -> None:
+        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        jobs = [(self.target.config, self.data_root, str(self.cache.root), entry.config, spec, threads)
+                for spec, entry in pending]
+        context = torch.multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(self.workers, mp_context=context) as pool:
+            for _ in pool.map(_worker, jobs):
+                bar.update(1)
+
+    def outputs(self, specs: Sequence[RetrainSpec], queries: Tensor) -> Tensor:
+        """Class probabilities of every retrained model on queries: [len(specs), n_q, classes]."""
+        model = self.target.model
+        rows = []
+        thetas = self.thetas(specs)  # trains what is missing: must run outside no_grad
+        with torch.no_grad():
+            for theta in thetas:
+                params = params_from_flat(model, theta.to(queries.device))
+                rows.append(to_probabilities(torch.func.functional_call(model, params, (queries,))).cpu())
+        return torch.stack(rows)
+
+
+def single_cluster_specs(clustering: Clustering, protocol: str, seeds: Sequence[int]) -> list[RetrainSpec]:
+    """One spec per (cluster, seed), cluster-major."""
+    return [RetrainSpec(tuple(clustering.members(k).tolist()), protocol, seed)
+            for k in range(clustering.n_clusters) for seed in seeds]
+
+
+@METHODS.register("exact")
+class ExactAttributor(RemovalPredictor):
+    """Exact retraining without each cluster (the ground truth). ``protocol``/``n_seeds``/``workers``
+    are class attributes a caller may replace before ``fit``."""
+
+    name = "exact"
+    protocol = "same-seed"
+    n_seeds = 3  # fresh-seed only: retrainings averaged per cluster
+    workers = 1
+
+    def fit(self, target: Target, data: DataSplits, clustering: Clustering) -> None:
+        super().fit(target, data, clustering)
+        self.seeds = protocol_seeds(target, self.protocol, self.n_seeds)
+        self.specs = single_cluster_specs(clustering, self.protocol, self.seeds)
+        self.retrainer = Retrainer(target, data, self.cache, workers=self.workers, progress=self.progress)
+        self.retrainer.thetas(self.specs)  # offline: every single-cluster model, cached
+
+    def predict_removals(self, queries: Queries) -> Tensor:
+        device = next(self.target.model.parameters()).device
+        outputs = self.retrainer.outputs(self.specs, queries.images.to(device))
+        return outputs.reshape(self.clustering.n_clusters, len(self.seeds), *outputs.shape[1:]).mean(1)

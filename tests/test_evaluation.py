@@ -1,0 +1,47 @@
+"""Methods judged against the exact oracle on the tiny digits target."""
+
+import math
+
+import pytest
+
+from baselines.exact import ExactAttributor
+from baselines.similarity import RandomAttributor
+from bench.evaluation import build_oracle, cluster_lds, score_method
+from ddm.cluster import get_clustering
+from ddm.pipeline import Stages, select_queries
+from tests.test_baselines import FEW
+
+
+@pytest.fixture(scope="module")
+def stages(tiny_cache, digits_data, digits_target):
+    clustering = get_clustering(FEW, digits_data, cache=tiny_cache, device="cpu", progress=False)
+    return Stages(FEW, digits_data, digits_target, clustering, tiny_cache)
+
+
+@pytest.fixture(scope="module")
+def exact(stages):
+    attributor = ExactAttributor(FEW, cache=stages.cache, progress=False)
+    attributor.fit(stages.target, stages.data, stages.clustering)
+    return attributor
+
+
+def test_the_oracle_scores_itself_perfectly(stages, exact):
+    oracle = build_oracle(exact, select_queries(stages.data, 6))
+    for objective in ("dist1", "dist2", "dist3"):
+        score = score_method(exact, oracle, objective)
+        assert score.normalized == pytest.approx(1.0) and score.spearman == pytest.approx(1.0)
+        assert score.random <= score.located == pytest.approx(score.oracle)
+
+
+def test_random_sits_between(stages, exact):
+    oracle = build_oracle(exact, select_queries(stages.data, 6))
+    random = RandomAttributor(FEW, cache=stages.cache)
+    random.fit(stages.target, stages.data, stages.clustering)
+    score = score_method(random, oracle, "dist1")
+    assert score.random <= score.oracle and score.located <= score.oracle
+    assert -1 <= score.spearman <= 1
+
+
+def test_cluster_lds_is_a_correlation(stages, exact):
+    scores = cluster_lds(stages, {"exact": exact}, select_queries(stages.data, 4), n_masks=6)
+    assert -1 <= scores["exact"] <= 1 and not math.isnan(scores["exact"])
