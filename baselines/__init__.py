@@ -3,4 +3,4 @@
 Importing this package registers them all in ``ddm.attributor.METHODS``.
 """
 
-from baselines import exact, similarity  # noqa: F401
+from baselines import exact, fastif, koh, scaleup, similarity  # noqa: F401

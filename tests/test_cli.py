@@ -114,3 +114,40 @@ def test_unknown_method_and_bad_set_exit_2(run):
     assert result.exit_code == 2 and "lr_img" in result.output
     result = run("train", *TINY, "--set", "bogus=1")
     assert result.exit_code == 2 and "pairing" in result.output
+
+
+def registered_methods() -> list[str]:
+    import baselines  # noqa: F401  (registers the baselines)
+    import ddm.attribute  # noqa: F401  (registers ddm and ddm_match)
+    from ddm.attributor import METHODS
+
+    return METHODS.names()
+
+
+def test_every_method_of_the_paper_is_registered():
+    assert set(registered_methods()) == {"random", "predict", "cluster", "koh", "fastif", "scaleup",
+                                         "ddm_match", "ddm", "exact"}
+
+
+@pytest.mark.parametrize("method", registered_methods())
+def test_attribute_works_for_every_method(run, tmp_path, method):
+    output = tmp_path / f"{method}.pt"
+    result = run("attribute", *DDM_TINY, "--method", method, "--queries", "3", "--objective", "dist2",
+                 "--output", str(output))
+    assert result.exit_code == 0, result.output
+    saved = torch.load(output, weights_only=False)
+    assert saved["scores"].shape == (20, 3) and torch.isfinite(saved["scores"]).all()
+    assert saved["method"] == method and saved["located"].tolist() == saved["scores"].argmax(0).tolist()
+
+
+def test_oracle_retrains_every_cluster_once_then_reuses(run, tmp_path):
+    first = run("oracle", *DDM_TINY)
+    assert first.exit_code == 0, first.output
+    assert "20 retrained models (same-seed, K = 20)" in first.output
+    models = sorted((tmp_path / "home" / "retrained").glob("*/theta.pt"))
+    written = [path.stat().st_mtime_ns for path in models]
+    assert len(models) == 20
+    second = run("oracle", *DDM_TINY)
+    assert second.exit_code == 0, second.output
+    assert sorted((tmp_path / "home" / "retrained").glob("*/theta.pt")) == models
+    assert [path.stat().st_mtime_ns for path in models] == written  # reused, not retrained
