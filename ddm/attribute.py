@@ -140,6 +140,12 @@ class DDMAttributor(RemovalPredictor):
     def predict_removals(self, queries: Queries) -> Tensor:
         return self.datamodel(queries).single_removals()
 
+    def scores_of_singles(self, queries: Queries, objective: str) -> Tensor:
+        """Scores [K, n_q] straight from the K single-cluster fine-tunes (the flat search; no W fit)."""
+        singles = ~torch.eye(self.clustering.n_clusters, dtype=torch.bool)
+        outputs = self.unlearner(singles, queries.images).to(torch.float64)
+        return get_objective(objective)(outputs, self.reference(queries), queries.labels)
+
     def class_unlearner(self) -> SynsetUnlearner:
         """Unlearner over the class-level synset (K = L), distilled on first use and cached."""
         if self._class_unlearner is None:

@@ -71,3 +71,11 @@ def test_parse_assignment_types_values_by_field():
     for bad in ("ipc=two", "nofield=1", "ipc", "include_singles=maybe"):
         with pytest.raises(ConfigError):
             parse_assignment(bad)
+
+
+def test_small_keeps_all_of_digits_which_has_fewer_than_200_per_class():
+    from ddm.target import load_data
+
+    config = preset("small", "digits")
+    assert config.data.n_per_class is None
+    assert len(load_data(config).train_y) > 1000  # every bundled training digit, no subset error
