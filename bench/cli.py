@@ -55,12 +55,15 @@ def main(ctx: click.Context, home: Path | None) -> None:
     ctx.obj = BenchContext(cache=ArtifactCache(home))
 
 
-def experiment_options(command: Callable[..., Any]) -> Callable[..., Any]:
+def experiment_options(command: Callable[..., Any] | None = None, *,
+                       default_scale: str = "smoke") -> Callable[..., Any]:
     """Options shared by every command that needs a target: they map onto config fields."""
+    if command is None:
+        return functools.partial(experiment_options, default_scale=default_scale)
     options = [
         click.option("--dataset", type=click.Choice(DATASETS.names()), default="digits",
                      show_default=True, help="Dataset (digits is bundled; see `data list`)."),
-        click.option("--scale", type=click.Choice(SCALES), default="smoke", show_default=True,
+        click.option("--scale", type=click.Choice(SCALES), default=default_scale, show_default=True,
                      help="Preset: smoke (seconds), small (minutes on CPU), paper (GPU)."),
         click.option("--arch", type=click.Choice(MODELS.names()), default=None,
                      help="Network architecture [preset: convnet]."),
@@ -229,3 +232,66 @@ def oracle(obj: BenchContext, protocol: str, n_seeds: int, workers: int, **optio
     click.echo(f"{len(attributor.specs)} retrained models ({protocol}, K = {stages.clustering.n_clusters}) "
                f"ready in {seconds:.1f} s; target trained in {stages.target.meta['train_seconds']:.1f} s")
     click.echo(f"cache: {obj.cache.root / 'retrained'}")
+
+
+@main.command("list")
+def list_command() -> None:
+    """List the benchmark targets, datasets, architectures and attribution methods."""
+    import baselines  # noqa: F401
+    import bench.targets  # noqa: F401
+    import ddm.attribute  # noqa: F401
+    from bench.runner import TARGETS
+    from ddm.attributor import METHODS
+
+    click.echo("targets:  " + ", ".join([*TARGETS.names(), "all"]))
+    click.echo("datasets: " + ", ".join(DATASETS.names()))
+    click.echo("archs:    " + ", ".join(MODELS.names()))
+    click.echo("methods:  " + ", ".join(METHODS.names()))
+    click.echo("objectives: " + ", ".join(OBJECTIVES.names()))
+
+
+def target_names() -> list[str]:
+    import bench.targets  # noqa: F401
+    from bench.runner import TARGETS
+
+    return [*TARGETS.names(), "all"]
+
+
+@main.command()
+@click.argument("target", type=click.Choice(target_names()))
+@experiment_options(default_scale="small")
+@click.option("--seeds", "n_seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Seeds 0..N-1 (each reruns training, clustering, distillation and queries).")
+@click.option("--queries", "n_queries", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Random test samples explained per seed (paper: 20).")
+@click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
+              show_default=True)
+@click.option("--tables-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("tables"),
+              show_default=True)
+@click.pass_obj
+def run(obj: BenchContext, target: str, n_seeds: int, n_queries: int, results_dir: Path,
+        tables_dir: Path, **options: Any) -> None:
+    """Run a table, figure or the timings (or `all`); write results/ and render tables/."""
+    from bench.render import table_path
+    from bench.runner import TARGETS, RunContext, run_target
+
+    config = config_from_options(options)
+    ctx = RunContext(config, obj.cache, data_root=options["data_root"], device=options["device"],
+                     n_queries=n_queries, results_dir=results_dir, tables_dir=tables_dir)
+    for name in TARGETS.names() if target == "all" else [target]:
+        result = run_target(name, ctx, list(range(n_seeds)))
+        click.echo(f"{name}: {result.wall_seconds:.1f} s -> "
+                   f"{table_path(tables_dir, result, '.md')} (results in {results_dir})")
+
+
+@main.command()
+@click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
+              show_default=True)
+@click.option("--tables-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("tables"),
+              show_default=True)
+def report(results_dir: Path, tables_dir: Path) -> None:
+    """Render every result under results/ into tables/ (Markdown and PNG)."""
+    from bench.render import render_all
+
+    for path in render_all(results_dir, tables_dir):
+        click.echo(str(path))

@@ -1,0 +1,127 @@
+"""Render ``tables/`` from ``results/`` alone: Markdown tables (ours beside the paper's, labelled)
+and PNG figures for targets that store plot series."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.results import Cell, Result, find_results, load_result
+from ddm.cache import atomic_write_text
+
+# Figure renderers by target name: (result, png path) -> None. Figure modules register here.
+PLOTTERS: dict[str, Callable[[Result, Path], None]] = {}
+EXTRA_ORDER = ("normalized", "spearman", "oracle", "random")
+
+
+def _number(value: float | None, scale: float = 1.0) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    value *= scale
+    return f"{value:.3g}" if abs(value) < 100 else f"{value:.1f}"
+
+
+def _ours(cell: Cell | None, scale: float) -> str:
+    if cell is None or not cell.values:
+        return "-"
+    text = _number(cell.mean, scale)
+    return f"{text} ± {_number(cell.std, scale)}" if len(cell.values) > 1 else text
+
+
+def _header(column: str, scale: float) -> str:
+    return f"{column} ×{scale:g}" if scale != 1 else column
+
+
+def main_table(result: Result, scales: dict[str, float]) -> list[str]:
+    """Ours and the paper's value per column."""
+    header = ["Method"]
+    for column in result.columns:
+        label = _header(column, scales.get(column, 1.0))
+        header += [f"{label} (ours)", f"{label} (paper)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in result.rows:
+        cells = result.cells.get(row, {})
+        line = [row]
+        for column in result.columns:
+            scale = scales.get(column, 1.0)
+            cell = cells.get(column)
+            line += [_ours(cell, scale), _number(cell.paper if cell else None)]
+        lines.append("| " + " | ".join(line) + " |")
+    return lines
+
+
+def extra_table(result: Result) -> list[str]:
+    """Secondary numbers (normalized score vs the oracle, Spearman, ...) where the cells have them."""
+    names = [name for name in EXTRA_ORDER
+             if any(name in cell.extra for cells in result.cells.values() for cell in cells.values())]
+    if not names:
+        return []
+    header = ["Method"] + [f"{column}: {name}" for column in result.columns for name in names]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in result.rows:
+        line = [row]
+        for column in result.columns:
+            cell = result.cells.get(row, {}).get(column)
+            for name in names:
+                values = cell.extra.get(name) if cell else None
+                line.append(_number(sum(values) / len(values)) if values else "-")
+        lines.append("| " + " | ".join(line) + " |")
+    return lines
+
+
+def render_markdown(result: Result, scales: dict[str, float] | None = None) -> str:
+    from bench.runner import TARGETS
+
+    if scales is None:
+        scales = TARGETS[result.target].column_scale if result.target in TARGETS else {}
+    env = result.environment
+    seconds = sum(sum(cell.seconds) for cells in result.cells.values() for cell in cells.values())
+    lines = [f"# {result.title} — {result.dataset}, scale `{result.scale}`", ""]
+    lines += main_table(result, scales)
+    lines += ["", "Ours: mean ± sample std over seeds. The paper column is the published number at the "
+              "paper's scale (full data, width 128, 30 epochs), printed for orientation only; '-' where the "
+              "paper reports none.", ""]
+    extra = extra_table(result)
+    if extra:
+        lines += ["Against exact retraining (means over seeds): normalized = (method − random) / "
+                  "(oracle − random), 0 = random, 1 = oracle; spearman = rank correlation of the method's "
+                  "cluster scores with the exact effects, per query.", ""] + extra + [""]
+    lines += [f"- seeds: {result.seeds}", f"- code version: `{env.get('code_version')}`, torch "
+              f"{env.get('torch_version')}, device {env.get('device')} ({env.get('threads')} threads)",
+              f"- wall time: {result.wall_seconds:.1f} s (this invocation; cached stages reused), "
+              f"{seconds:.1f} s summed over cells when computed", f"- created {result.created}"]
+    lines += [f"- {note}" for note in result.notes]
+    lines += ["", "Reproduce: `ddm-bench run " + f"{result.target} --dataset {result.dataset} --scale "
+              f"{result.scale} --seeds {len(result.seeds)}`", ""]
+    return "\n".join(lines)
+
+
+def table_path(root: Path, result: Result, suffix: str) -> Path:
+    return Path(root) / f"{result.target}_{result.dataset}_{result.scale}{suffix}"
+
+
+def render_result(result: Result, tables_dir: Path) -> list[Path]:
+    """Write the Markdown table (and the PNG when the target plots) for one result."""
+    tables_dir = Path(tables_dir)
+    tables_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    if result.rows:
+        path = table_path(tables_dir, result, ".md")
+        atomic_write_text(path, render_markdown(result))
+        written.append(path)
+    if result.target in PLOTTERS:
+        path = table_path(tables_dir, result, ".png")
+        PLOTTERS[result.target](result, path)
+        written.append(path)
+    return written
+
+
+def render_all(results_dir: Path, tables_dir: Path) -> list[Path]:
+    """Render every result under ``results_dir`` (``ddm-bench report``)."""
+    import bench.targets  # noqa: F401  (registers targets and their plotters)
+
+    written = []
+    for path in find_results(results_dir):
+        written += render_result(load_result(path), tables_dir)
+    return written

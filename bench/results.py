@@ -1,0 +1,139 @@
+"""Results are data: one JSON (and a flat CSV) per (target, dataset, scale), written atomically.
+
+Layout: ``results/<target>/<dataset>/<scale>/<target>.json`` and ``.csv``. A result holds, for every
+cell (row x column), the per-seed values, their mean and spread, the seconds it took per seed and the
+paper's value for the labelled comparison column; at the top level the config, seeds, environment
+(code version, library versions, device) and the wall time of the whole run. ``tables/`` is
+rendered from these files alone (``bench.render``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ddm.cache import atomic_write_text
+from ddm.errors import DataError
+
+RESULT_SCHEMA = 1
+
+
+@dataclass
+class Cell:
+    """One table cell over seeds. ``extra`` holds secondary per-seed numbers (normalized score,
+    Spearman, oracle, random expectation) under their names."""
+
+    values: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    extra: dict[str, list[float]] = field(default_factory=dict)
+    paper: float | None = None
+
+    @property
+    def mean(self) -> float:
+        return _mean(self.values)
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation over seeds (0 for a single seed)."""
+        finite = [v for v in self.values if math.isfinite(v)]
+        return float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
+
+    def add(self, value: float, seconds: float, **extra: float) -> None:
+        self.values.append(float(value))
+        self.seconds.append(float(seconds))
+        for name, number in extra.items():
+            self.extra.setdefault(name, []).append(float(number))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "mean": self.mean, "std": self.std, "n": len(self.values),
+                "extra_mean": {name: _mean(values) for name, values in self.extra.items()}}
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+@dataclass
+class Result:
+    """Everything one ``ddm-bench run TARGET`` produced for one dataset and scale."""
+
+    target: str
+    dataset: str
+    scale: str
+    title: str
+    description: str
+    rows: list[str]
+    columns: list[str]
+    cells: dict[str, dict[str, Cell]]  # row -> column -> cell
+    seeds: list[int]
+    config: dict[str, Any]
+    environment: dict[str, Any]
+    wall_seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    series: dict[str, Any] = field(default_factory=dict)  # figure data (lists of numbers), per target
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    def cell(self, row: str, column: str) -> Cell:
+        return self.cells.setdefault(row, {}).setdefault(column, Cell())
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["cells"] = {row: {column: cell.to_dict() for column, cell in columns.items()}
+                         for row, columns in self.cells.items()}
+        return {"schema": RESULT_SCHEMA, **data}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Result:
+        if data.get("schema") != RESULT_SCHEMA:
+            raise DataError(f"result schema {data.get('schema')!r} is not {RESULT_SCHEMA}; rerun the target")
+        fields = {key: value for key, value in data.items() if key != "schema"}
+        fields["cells"] = {row: {column: Cell(cell["values"], cell["seconds"], cell["extra"], cell["paper"])
+                                 for column, cell in columns.items()}
+                           for row, columns in data["cells"].items()}
+        return cls(**fields)
+
+    def frame(self) -> pd.DataFrame:
+        """One flat row per cell (the CSV)."""
+        records = []
+        for row, columns in self.cells.items():
+            for column, cell in columns.items():
+                records.append({"target": self.target, "dataset": self.dataset, "scale": self.scale,
+                                "row": row, "column": column, "mean": cell.mean, "std": cell.std,
+                                "n_seeds": len(cell.values), "values": json.dumps(cell.values),
+                                "seconds": sum(cell.seconds), "paper": cell.paper,
+                                **{f"{name}_mean": _mean(v) for name, v in cell.extra.items()},
+                                "code_version": self.environment.get("code_version")})
+        return pd.DataFrame.from_records(records)
+
+
+def result_path(root: Path, target: str, dataset: str, scale: str) -> Path:
+    return Path(root) / target / dataset / scale / f"{target}.json"
+
+
+def write_result(result: Result, root: Path) -> Path:
+    """Write the JSON and CSV atomically; returns the JSON path."""
+    path = result_path(root, result.target, result.dataset, result.scale)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(result.to_dict(), indent=1, allow_nan=True) + "\n")
+    atomic_write_text(path.with_suffix(".csv"), result.frame().to_csv(index=False))
+    return path
+
+
+def load_result(path: Path) -> Result:
+    try:
+        return Result.from_dict(json.loads(Path(path).read_text()))
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise DataError(f"{path} is not a ddm-bench result ({err}); delete it and rerun the target") from err
+
+
+def find_results(root: Path) -> list[Path]:
+    """Every result JSON under ``root``, sorted."""
+    return sorted(Path(root).glob("*/*/*/*.json"))
