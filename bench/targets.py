@@ -1,0 +1,4 @@
+"""Importing this module registers every benchmark target in ``bench.runner.TARGETS`` (and the
+figure plotters in ``bench.render.PLOTTERS``)."""
+
+from bench import figures, locate, timings, unlearning  # noqa: F401

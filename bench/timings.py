@@ -1,0 +1,97 @@
+"""Timings: DDM's offline and online costs against exact retraining and every baseline, one run.
+
+Not a table of the paper, but its central claim (§1, §3.4): attribution without retraining. Every
+number is measured in the same process on the same machine; the "speedup" column divides the cost of
+exactly retraining all K single-cluster models by the row's cost. Offline stages are timed from an
+empty scratch cache (so cached artifacts cannot make them look free); exact retraining is timed on
+``EXACT_SAMPLE`` clusters and scaled to K (every retraining takes the same number of SGD steps).
+Baseline rows are fit + attribute of 20 queries for dist1. Wall times depend on the machine and on
+other load: compare ratios within one result, not seconds across machines.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from baselines.exact import Retrainer, RetrainSpec
+from bench.runner import TARGETS, BenchTarget, CellValues, RunContext, config_summary
+from ddm.cache import ArtifactCache
+from ddm.cluster import get_clustering
+from ddm.distill import get_synset
+from ddm.pipeline import fit_method, select_queries
+from ddm.target import get_target
+
+EXACT_SAMPLE = 2
+BASELINES = ["random", "predict", "cluster", "koh", "fastif", "scaleup", "ddm_match"]
+
+
+def timed(work: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    value = work()
+    return value, time.perf_counter() - start
+
+
+@TARGETS.register("timings")
+class Timings(BenchTarget):
+    name = "timings"
+    title = "Timings: offline and online cost against exact retraining"
+    rows = ["train target", "cluster (extractor + k-means)", "distill synset (reverse)",
+            "exact retraining, all K", "DDM online: K single deletions", "DDM online: full W (|P| = K)",
+            "DDM online: hierarchical (L + C)", *[f"{name}: fit + attribute" for name in BASELINES]]
+    columns = ["seconds", "speedup vs exact"]
+
+    def notes(self, ctx: RunContext) -> list[str]:
+        return [f"config: {config_summary(ctx.config)}",
+                f"exact retraining timed on {EXACT_SAMPLE} clusters and scaled to K"]
+
+    def run_seed(self, ctx: RunContext, seed: int) -> tuple[CellValues, dict[str, Any]]:
+        config = ctx.seeded(seed)
+        seconds = self.offline(ctx, config)
+        stages = ctx.stages(config)
+        queries = select_queries(stages.data, ctx.n_queries, seed)
+        n_clusters = stages.clustering.n_clusters
+        seconds["exact retraining, all K"] = self.exact_per_model(ctx, stages) * n_clusters
+        ddm = fit_method("ddm", stages, progress=ctx.progress)
+        ddm.class_unlearner()  # distil the class-level synset before timing the search
+        singles = ~torch.eye(n_clusters, dtype=torch.bool)
+        ddm.unlearner(singles[:2], queries.images)  # warm-up: first vmap call traces
+        _, seconds["DDM online: K single deletions"] = timed(lambda: ddm.unlearner(singles, queries.images))
+        _, seconds["DDM online: full W (|P| = K)"] = timed(lambda: ddm.datamodel(queries))
+        _, seconds["DDM online: hierarchical (L + C)"] = timed(lambda: ddm.hierarchical(queries, "dist1"))
+        for name in BASELINES:
+            _, seconds[f"{name}: fit + attribute"] = timed(
+                lambda name=name: fit_method(name, stages, progress=False).attribute(queries, "dist1"))
+        exact = seconds["exact retraining, all K"]
+        cells = {row: {"seconds": {"value": value, "seconds": value},
+                       "speedup vs exact": {"value": exact / value if value > 0 else float("nan")}}
+                 for row, value in seconds.items()}
+        return cells, {}
+
+    def offline(self, ctx: RunContext, config) -> dict[str, float]:
+        """Target training, clustering and distillation, each from an empty scratch cache."""
+        with tempfile.TemporaryDirectory() as scratch:
+            cache = ArtifactCache(scratch)
+            data = ctx.stages(config).data
+            target, train = timed(lambda: get_target(config, data=data, device=ctx.device, cache=cache,
+                                                     progress=False))
+            clustering, cluster = timed(lambda: get_clustering(config, data, target=target, cache=cache,
+                                                               device=ctx.device, progress=False))
+            _, distill = timed(lambda: get_synset(config, target, data, clustering, cache=cache,
+                                                  progress=False))
+        return {"train target": train, "cluster (extractor + k-means)": cluster,
+                "distill synset (reverse)": distill}
+
+    def exact_per_model(self, ctx: RunContext, stages) -> float:
+        """Seconds of one exact retraining, measured on a scratch cache (never a cached model)."""
+        with tempfile.TemporaryDirectory() as scratch:
+            retrainer = Retrainer(stages.target, stages.data, ArtifactCache(scratch), progress=False)
+            seed = stages.target.config.train.seed
+            specs = [RetrainSpec(tuple(stages.clustering.members(k).tolist()), "same-seed", seed)
+                     for k in range(min(EXACT_SAMPLE, stages.clustering.n_clusters))]
+            _, seconds = timed(lambda: retrainer.thetas(specs))
+        return seconds / len(specs)

@@ -1,0 +1,173 @@
+"""The benchmark runner: results as data, rendering from results only, `run` / `list` / `report`."""
+
+import json
+import math
+
+import pytest
+from click.testing import CliRunner
+
+from bench.cli import main
+from bench.paper import paper_value
+from bench.render import render_markdown
+from bench.results import Cell, Result, find_results, load_result, write_result
+from ddm.errors import DataError
+
+# K = 20 clusters, 1 epoch on 200 digits: every table runs in seconds.
+TINY_RUN = ["--dataset", "digits", "--scale", "smoke", "--epochs", "2", "--width", "8", "--n-per-class", "20",
+            "--device", "cpu", "--queries", "4", "--set", "clusters_per_class=2", "--set", "distill_steps=3",
+            "--set", "step_length=1", "--set", "embedding=pixels"]
+
+
+def tiny_result(**changes):
+    result = Result(target="table1", dataset="mnist", scale="small", title="T", description="d",
+                    rows=["DDM-full", "Random Select"], columns=["dist1", "dist2"], cells={}, seeds=[0, 1],
+                    config={"scale": "small"}, environment={"code_version": "abc"})
+    for seed_value in (0.1, 0.3):
+        result.cell("DDM-full", "dist1").add(seed_value, 2.0, normalized=0.5)
+    result.cell("DDM-full", "dist1").paper = 10.8
+    for name, value in changes.items():
+        setattr(result, name, value)
+    return result
+
+
+def test_cell_mean_and_sample_std_by_hand():
+    cell = Cell()
+    for value in (1.0, 2.0, 4.0):
+        cell.add(value, 1.0)
+    assert cell.mean == pytest.approx(7 / 3)
+    assert cell.std == pytest.approx(math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2))
+    single = Cell()
+    single.add(5.0, 1.0)
+    assert single.std == 0.0
+
+
+def test_result_round_trips_through_json_and_writes_csv(tmp_path):
+    path = write_result(tiny_result(), tmp_path)
+    assert path == tmp_path / "table1" / "mnist" / "small" / "table1.json"
+    loaded = load_result(path)
+    assert loaded.cells["DDM-full"]["dist1"].values == [0.1, 0.3]
+    assert loaded.cells["DDM-full"]["dist1"].extra == {"normalized": [0.5, 0.5]}
+    csv = path.with_suffix(".csv").read_text().splitlines()
+    assert csv[0].startswith("target,dataset,scale,row,column,mean,std") and len(csv) == 2
+    assert find_results(tmp_path) == [path]
+
+
+def test_a_damaged_result_is_a_clear_error(tmp_path):
+    path = write_result(tiny_result(), tmp_path)
+    path.write_text(path.read_text()[:50])
+    with pytest.raises(DataError, match="not a ddm-bench result"):
+        load_result(path)
+
+
+def test_paper_values_only_where_the_paper_reports_them():
+    assert paper_value("table1", "mnist", "DDM-full", "dist1", ["dist1", "dist2", "dist3"]) == 10.8
+    assert paper_value("table1", "mnist", "Predict-based", "dist2", ["dist1", "dist2", "dist3"]) is None
+    assert paper_value("table1", "digits", "DDM-full", "dist1", ["dist1"]) is None
+    assert paper_value("table2", "cifar100", "Koh", "dist1", ["dist1"]) == 2.6
+
+
+def test_markdown_puts_ours_beside_the_labelled_paper_column():
+    text = render_markdown(tiny_result(), {"dist1": 100.0})
+    assert "| Method | dist1 ×100 (ours) | dist1 ×100 (paper) | dist2 (ours) | dist2 (paper) |" in text
+    assert "| DDM-full | 20 ± 14.1 | 10.8 | - | - |" in text  # 100 x mean(0.1, 0.3), 100 x std
+    assert "code version: `abc`" in text and "seeds: [0, 1]" in text
+
+
+@pytest.fixture
+def run(tmp_path):
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(main, ["--home", str(tmp_path / "home"), *args])
+
+    return invoke
+
+
+def test_list_names_targets_methods_and_datasets(run):
+    result = run("list")
+    assert result.exit_code == 0, result.output
+    for word in ("table1", "table2", "all", "koh", "ddm_match", "mnist", "simple_vit"):
+        assert word in result.output
+
+
+@pytest.fixture(scope="module")
+def ran_all(tmp_path_factory):
+    """`ddm-bench run all` on the tiny config with two seeds, once for the module."""
+    root = tmp_path_factory.mktemp("run-all")
+    args = ["--home", str(root / "home"), "run", "all", *TINY_RUN, "--seeds", "2",
+            "--results-dir", str(root / "results"), "--tables-dir", str(root / "tables")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return root, args
+
+
+def registered_targets():
+    import bench.targets  # noqa: F401
+    from bench.runner import TARGETS
+
+    return TARGETS.names()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", registered_targets())
+def test_every_target_writes_finite_results_and_renders(ran_all, target):
+    root, _ = ran_all
+    data = json.loads((root / "results" / target / "digits" / "smoke" / f"{target}.json").read_text())
+    assert data["seeds"] == [0, 1] and data["environment"]["code_version"] and data["config"]
+    filled = [cell for row in data["cells"].values() for cell in row.values()]
+    assert filled and all(cell["n"] == 2 for cell in filled)
+    assert any(math.isfinite(value) for cell in filled for value in cell["values"])
+    assert (root / "tables" / f"{target}_digits_smoke.md").exists()
+    assert (root / "results" / target / "digits" / "smoke" / f"{target}.csv").exists()
+
+
+@pytest.mark.slow
+def test_table1_cells_are_sane(ran_all):
+    root, _ = ran_all
+    data = json.loads((root / "results" / "table1" / "digits" / "smoke" / "table1.json").read_text())
+    for row in data["rows"]:
+        for column in data["columns"]:
+            assert all(math.isfinite(v) for v in data["cells"][row][column]["values"]), (row, column)
+    oracle = data["cells"]["DDM-full"]["dist1"]["extra"]["oracle"]
+    random = data["cells"]["Random Select"]["dist1"]["values"]
+    assert all(o >= r for o, r in zip(oracle, random, strict=True))  # the best cluster beats the average
+    assert "(paper)" in (root / "tables" / "table1_digits_smoke.md").read_text()
+
+
+@pytest.mark.slow
+def test_figures_are_rendered_as_png(ran_all):
+    root, _ = ran_all
+    for figure in ("fig4", "fig6", "fig7"):
+        assert (root / "tables" / f"{figure}_digits_smoke.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_a_second_run_reuses_every_seed(ran_all):
+    root, args = ran_all
+    cells = sorted((root / "home" / "cells").glob("*/cells.json"))
+    stamps = [path.stat().st_mtime_ns for path in cells]
+    assert len(cells) == 2 * len(registered_targets())
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0, again.output
+    assert [path.stat().st_mtime_ns for path in cells] == stamps  # nothing recomputed
+
+
+def test_report_renders_from_results_alone(run, tmp_path):
+    write_result(tiny_result(dataset="digits"), tmp_path / "results")
+    result = run("report", "--results-dir", str(tmp_path / "results"),
+                 "--tables-dir", str(tmp_path / "tables"))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "tables" / "table1_digits_small.md").exists()
+
+
+def test_report_on_a_damaged_result_exits_2(run, tmp_path):
+    path = write_result(tiny_result(), tmp_path / "results")
+    path.write_text("{")
+    result = run("report", "--results-dir", str(tmp_path / "results"),
+                 "--tables-dir", str(tmp_path / "tables"))
+    assert result.exit_code == 2 and "table1.json" in result.output
+
+
+def test_unknown_target_exits_2_listing_the_choices(run):
+    result = run("run", "table99", "--dataset", "digits")
+    assert result.exit_code == 2 and "table1" in result.output
