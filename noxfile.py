@@ -1,5 +1,7 @@
 """Every check has one entry point: `nox -s tests`, `nox -s lint`, `nox -s bench`, `nox -s reproduce`."""
 
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["tests"]
@@ -20,18 +22,35 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", "ddm", "baselines", "bench", "tests", "benchmarks", "noxfile.py")
 
 
+# A benchmark whose mean time grows by more than this against the last saved run of its scale fails.
+REGRESSION = "mean:50%"
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
-    """pytest-benchmark speed ratios at smoke (digits) and small (MNIST) scale, saved under
-    .benchmarks/. Pass `-- small` or `-- smoke` to run one scale only."""
+    """pytest-benchmark speed ratios at smoke (digits) and small (MNIST) scale. Each scale keeps its
+    runs in .benchmarks/<scale>/; once one is saved, later runs compare against the latest and fail
+    on a regression beyond REGRESSION. `-- smoke` or `-- small` runs one scale only."""
     session.install("-e", ".[dev]")
-    scales = session.posargs or ["smoke", "small"]
-    for scale in scales:
-        session.run("pytest", "benchmarks", "-s", "--benchmark-autosave",
-                    f"--benchmark-save={scale}", env={"DDM_BENCH_SCALE": scale})
+    for scale in session.posargs or ["smoke", "small"]:
+        storage = Path(".benchmarks") / scale
+        compare = ["--benchmark-compare", f"--benchmark-compare-fail={REGRESSION}"] if any(
+            storage.rglob("*.json")) else []
+        session.run("pytest", "benchmarks", "-s", f"--benchmark-storage={storage}", "--benchmark-autosave",
+                    *compare, env={"DDM_BENCH_SCALE": scale})
 
 
 @nox.session
 def reproduce(session: nox.Session) -> None:
-    """Regenerate every table and figure for a dataset (filled in by the benchmark-runner issue)."""
-    session.skip("`ddm-bench run` arrives with the benchmark-runner issue")
+    """Regenerate every table, figure and the timings for one dataset and scale, then render tables/.
+
+    `nox -s reproduce -- --dataset mnist --scale small` (defaults: digits, smoke); any further
+    arguments go to `ddm-bench run all` (e.g. `--seeds 3`, `--data-root DIR`, `--device cuda`)."""
+    session.install("-e", ".")
+    args = list(session.posargs)
+    if "--dataset" not in args:
+        args += ["--dataset", "digits"]
+    if "--scale" not in args:
+        args += ["--scale", "smoke"]
+    session.run("ddm-bench", "run", "all", *args)
+    session.run("ddm-bench", "report")
