@@ -35,7 +35,7 @@ from ddm.functional import params_from_flat
 from ddm.objectives import to_probabilities
 from ddm.provenance import environment
 from ddm.target import Target, fresh_model, load_data
-from ddm.train import TrainState, flat_params, train
+from ddm.train import LossFn, TrainState, cross_entropy_loss, flat_params, train
 
 RETRAIN_KIND = "retrained"
 RETRAIN_SCHEMA = 1
@@ -73,15 +73,18 @@ def protocol_seeds(target: Target, protocol: str, n_seeds: int) -> list[int]:
 
 
 def retrain(config: ExperimentConfig, data: DataSplits, spec: RetrainSpec, entry: CacheEntry,
-            device: str = "cpu") -> Tensor:
-    """Train without ``spec.removed`` (resuming a partial run), store and return theta [P]."""
+            device: str = "cpu", loss_fn: LossFn = cross_entropy_loss) -> Tensor:
+    """Train without ``spec.removed`` (resuming a partial run), store and return theta [P].
+
+    ``loss_fn`` replaces cross-entropy (knowledge-distillation students); the entry's key must then
+    name the loss, since the cache cannot see it."""
     train_config = dataclasses.replace(config.train, seed=spec.seed)
     model_config = dataclasses.replace(config, train=train_config)
     model = fresh_model(model_config, data.info.shape, data.info.num_classes)
     partial = entry.load_partial()
     resume = TrainState(**partial) if partial else None
     result = train(model, data.train_x, data.train_y, train_config, removed=torch.tensor(spec.removed),
-                   device=device, resume=resume, progress=False,
+                   device=device, resume=resume, progress=False, loss_fn=loss_fn,
                    on_epoch_end=lambda state: entry.save_partial(vars(state)))
     theta = flat_params(result.model)
     entry.save({"theta.pt": torch_bytes(theta)}, {"removed": len(spec.removed), **environment(device)})

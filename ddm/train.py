@@ -115,8 +115,18 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
                            weight_decay=cfg.weight_decay)
 
 
+# A training loss other than cross-entropy: (logits [B, C], labels [B], images [B, ...]) -> scalar.
+# Knowledge distillation (Eq. 15) and the "nasty teacher" objective use it; the images are passed so
+# that a teacher can see the same (augmented) batch.
+LossFn = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
+def cross_entropy_loss(logits: Tensor, labels: Tensor, images: Tensor) -> Tensor:
+    return F.cross_entropy(logits, labels)
+
+
 def _sgd_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: Tensor,
-              labels: Tensor) -> tuple[float, int]:
+              labels: Tensor, loss_fn: LossFn = cross_entropy_loss) -> tuple[float, int]:
     """One optimizer step on the kept samples; returns (summed loss, correct count)."""
     optimizer.zero_grad(set_to_none=False)
     if len(labels) == 0:  # every sample of this batch was removed: zero loss gradient, same step
@@ -125,7 +135,7 @@ def _sgd_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: Tensor
         optimizer.step()
         return 0.0, 0
     logits = model(images)
-    loss = F.cross_entropy(logits, labels)
+    loss = loss_fn(logits, labels, images)
     loss.backward()
     optimizer.step()
     correct = int((logits.argmax(1) == labels).sum())
@@ -144,12 +154,14 @@ def train(
     on_epoch_end: Callable[[TrainState], None] | None = None,
     progress: bool | None = None,
     desc: str = "train",
+    loss_fn: LossFn = cross_entropy_loss,
 ) -> TrainResult:
     """Train ``model`` (holding theta_0) with SGD; record the trajectory.
 
     train_x [N, C, H, W], train_y int64 [N]; ``removed``: rows of the training set to leave out
     (same theta_0 and batch order otherwise). ``resume`` continues from a saved :class:`TrainState`;
     ``on_epoch_end`` receives the state after every epoch (the cache saves it to resume later).
+    ``loss_fn`` replaces cross-entropy (knowledge distillation; the nasty-teacher objective).
     """
     device = torch.device(device)
     model = model.to(device)
@@ -166,7 +178,7 @@ def train(
                disable=None if progress is None else not progress)
     model.train()
     for epoch in range(state.epochs_done, cfg.epochs):
-        _train_epoch(model, optimizer, images, labels, keep, cfg, epoch, state, bar)
+        _train_epoch(model, optimizer, images, labels, keep, cfg, epoch, state, bar, loss_fn)
         state.epochs_done = epoch + 1
         if cfg.checkpoint_every == 0:
             _record(model, state)
@@ -198,7 +210,8 @@ def _record(model: nn.Module, state: TrainState) -> None:
 
 
 def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, images: Tensor, labels: Tensor,
-                 keep: Tensor, cfg: TrainConfig, epoch: int, state: TrainState, bar: tqdm) -> None:
+                 keep: Tensor, cfg: TrainConfig, epoch: int, state: TrainState, bar: tqdm,
+                 loss_fn: LossFn = cross_entropy_loss) -> None:
     plan = epoch_plan(len(labels), cfg.seed, epoch, cfg.augment)
     loss_sum, correct, seen = 0.0, 0, 0
     for positions in batch_positions(len(labels), cfg.batch_size):
@@ -209,7 +222,7 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, images: Ten
             batch_images = augment_batch(batch_images, plan.crops[positions][kept],
                                          plan.flips[positions][kept])
         batch_loss, batch_correct = _sgd_step(model, optimizer, batch_images,
-                                              labels[rows[kept].to(labels.device)])
+                                              labels[rows[kept].to(labels.device)], loss_fn)
         loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + int(kept.sum())
         state.step += 1
         bar.update(1)

@@ -169,3 +169,20 @@ def test_adam_training_is_deterministic_and_resume_safe(tiny_data):
     assert torch.equal(first.trajectory, second.trajectory)
     assert not torch.equal(first.trajectory[-1], train(tiny_model(), *tiny_data, CFG,
                                                        progress=False).trajectory[-1])
+
+
+def test_a_custom_loss_replaces_cross_entropy(tiny_data):
+    """loss_fn=cross-entropy written by hand reproduces the default bit for bit; another loss differs."""
+    default = train(tiny_model(), *tiny_data, CFG, progress=False)
+    by_hand = train(tiny_model(), *tiny_data, CFG, progress=False,
+                    loss_fn=lambda logits, labels, images: nn.functional.cross_entropy(logits, labels))
+    assert torch.equal(default.trajectory, by_hand.trajectory)
+    seen = []
+
+    def halved(logits, labels, images):
+        seen.append(images.shape[0])
+        return 0.5 * nn.functional.cross_entropy(logits, labels)
+
+    other = train(tiny_model(), *tiny_data, CFG, progress=False, loss_fn=halved)
+    assert not torch.equal(default.trajectory[-1], other.trajectory[-1])
+    assert sum(seen) == CFG.epochs * len(tiny_data[1])  # the loss sees every batch's images
