@@ -34,6 +34,12 @@ class DataConfig:
         None, "class-balanced subset of the training split; None keeps every image"
     )
     subset_seed: int = _field(0, "seed of the class-balanced subset (which images are kept)")
+    noise_fraction: float = _field(
+        0.0, "fraction of training images given additive Gaussian noise (paper Table 6: 0.2)"
+    )
+    noise_norm: float = _field(
+        0.1, "L2 norm of that noise per image, in normalized pixel units (paper Table 6: 0.1)"
+    )
 
 
 @dataclass(frozen=True)
@@ -236,6 +242,10 @@ def validate(config: ExperimentConfig) -> None:
         raise ConfigError(f"lr must be > 0, got {config.train.lr}")
     if config.data.n_per_class is not None and config.data.n_per_class < 1:
         raise ConfigError(f"n_per_class must be >= 1, got {config.data.n_per_class}")
+    if not 0 <= config.data.noise_fraction <= 1:
+        raise ConfigError(f"noise_fraction must be in [0, 1], got {config.data.noise_fraction}")
+    if not config.data.noise_norm >= 0:
+        raise ConfigError(f"noise_norm must be >= 0, got {config.data.noise_norm}")
     if config.train.optimizer not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {config.train.optimizer!r}; choose one of: "
                           f"{', '.join(OPTIMIZERS)}")

@@ -6,6 +6,7 @@ resumes an interrupted training run from its last finished epoch, or trains from
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -57,8 +58,25 @@ def target_entry(config: ExperimentConfig, cache: ArtifactCache) -> CacheEntry:
 
 def load_data(config: ExperimentConfig, data_root: str | None = None) -> DataSplits:
     spec = config.data
-    return load_dataset(spec.dataset, data_root=data_root, n_per_class=spec.n_per_class,
+    data = load_dataset(spec.dataset, data_root=data_root, n_per_class=spec.n_per_class,
                         seed=spec.subset_seed)
+    return add_noise(data, spec.noise_fraction, spec.noise_norm, spec.subset_seed)
+
+
+def add_noise(data: DataSplits, fraction: float, norm: float, seed: int) -> DataSplits:
+    """Gaussian noise of L2 norm ``norm`` on a seeded ``fraction`` of the training images (Table 6).
+
+    Validation and test images stay clean; the noisy rows are recorded in ``data.noisy_rows``."""
+    n_noisy = round(fraction * len(data.train_y))
+    if n_noisy == 0:
+        return data
+    generator = torch.Generator().manual_seed(1_000_003 + seed)
+    rows = torch.randperm(len(data.train_y), generator=generator)[:n_noisy].sort().values
+    noise = torch.randn((n_noisy, *data.train_x.shape[1:]), generator=generator)
+    noise *= norm / noise.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (noise.dim() - 1))
+    train_x = data.train_x.clone()
+    train_x[rows] += noise
+    return dataclasses.replace(data, train_x=train_x, noisy_rows=rows)
 
 
 def get_target(

@@ -47,6 +47,7 @@ class DataSplits:
     test_y: Tensor  # int64 [N_test]
     train_index: Tensor  # int64 [N]: row of each kept training image in the full training split
     info: DatasetInfo
+    noisy_rows: Tensor | None = None  # int64: training rows given Gaussian noise (Table 6), if any
 
 
 @dataclass(frozen=True)
