@@ -12,7 +12,17 @@ from ddm.cache import atomic_write_text
 
 # Figure renderers by target name: (result, png path) -> None. Figure modules register here.
 PLOTTERS: dict[str, Callable[[Result, Path], None]] = {}
-EXTRA_ORDER = ("normalized", "spearman", "oracle", "random")
+EXTRA_TEXT = {
+    "normalized": "normalized = (method − random) / (oracle − random) against exact retraining, 0 = random, "
+                  "1 = oracle",
+    "spearman": "spearman = rank correlation of the method's cluster scores with the exact effects, "
+                "per query",
+    "oracle": "oracle = the best cluster's exact value",
+    "random": "random = the exact expectation over all clusters",
+    "removed": "removed = share of the training images actually removed (whole clusters)",
+    "noisy share": "noisy share = fraction of the removed images that carried the added noise",
+}
+EXTRA_ORDER = tuple(EXTRA_TEXT)
 
 
 def _number(value: float | None, scale: float = 1.0) -> str:
@@ -84,17 +94,34 @@ def render_markdown(result: Result, scales: dict[str, float] | None = None) -> s
               "paper reports none.", ""]
     extra = extra_table(result)
     if extra:
-        lines += ["Against exact retraining (means over seeds): normalized = (method − random) / "
-                  "(oracle − random), 0 = random, 1 = oracle; spearman = rank correlation of the method's "
-                  "cluster scores with the exact effects, per query.", ""] + extra + [""]
+        lines += ["Secondary numbers (means over seeds): " + "; ".join(
+            text for name, text in EXTRA_TEXT.items() if name in extra[0]) + ".", ""] + extra + [""]
     lines += [f"- seeds: {result.seeds}", f"- code version: `{env.get('code_version')}`, torch "
               f"{env.get('torch_version')}, device {env.get('device')} ({env.get('threads')} threads)",
               f"- wall time: {result.wall_seconds:.1f} s (this invocation; cached stages reused), "
               f"{seconds:.1f} s summed over cells when computed", f"- created {result.created}"]
     lines += [f"- {note}" for note in result.notes]
-    lines += ["", "Reproduce: `ddm-bench run " + f"{result.target} --dataset {result.dataset} --scale "
-              f"{result.scale} --seeds {len(result.seeds)}`", ""]
+    lines += ["", f"Reproduce: `{reproduce_command(result)}`", ""]
     return "\n".join(lines)
+
+
+def reproduce_command(result: Result) -> str:
+    """The `ddm-bench run` line that recreates ``result``: its preset plus a --set per changed field."""
+    from ddm.config import preset
+
+    words = ["ddm-bench", "run", result.target, "--dataset", result.dataset, "--scale", result.scale,
+             "--seeds", str(len(result.seeds))]
+    if result.n_queries is not None:
+        words += ["--queries", str(result.n_queries)]
+    base = preset(result.scale, result.dataset).to_dict()
+    for section, fields in result.config.items():
+        if not isinstance(fields, dict):
+            continue
+        for name, value in fields.items():
+            if base.get(section, {}).get(name) != value:
+                text = "none" if value is None else str(value).lower() if isinstance(value, bool) else value
+                words += ["--set", f"{name}={text}"]
+    return " ".join(words)
 
 
 def table_path(root: Path, result: Result, suffix: str) -> Path:

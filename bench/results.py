@@ -77,6 +77,7 @@ class Result:
     config: dict[str, Any]
     environment: dict[str, Any]
     wall_seconds: float = 0.0
+    n_queries: int | None = None  # test queries per seed, for targets that explain predictions
     notes: list[str] = field(default_factory=list)
     series: dict[str, Any] = field(default_factory=dict)  # figure data (lists of numbers), per target
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))

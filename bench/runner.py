@@ -114,7 +114,7 @@ def run_target(name: str, ctx: RunContext, seeds: list[int]) -> Result:
                     title=target.title, description=target.description(), rows=list(target.rows),
                     columns=list(target.columns), cells={}, seeds=list(seeds),
                     config=ctx.config.to_dict(), environment=environment(resolve_device(ctx.device)),
-                    notes=target.notes(ctx))
+                    notes=target.notes(ctx), n_queries=ctx.n_queries)
     for seed in seeds:
         cells, series = _seed_cells(target, ctx, seed)
         for row, columns in cells.items():

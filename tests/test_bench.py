@@ -137,7 +137,7 @@ def test_table1_cells_are_sane(ran_all):
 @pytest.mark.slow
 def test_figures_are_rendered_as_png(ran_all):
     root, _ = ran_all
-    for figure in ("fig4", "fig6", "fig7"):
+    for figure in ("fig3", "fig4", "fig6", "fig7", "fig8"):
         assert (root / "tables" / f"{figure}_digits_smoke.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -171,3 +171,54 @@ def test_report_on_a_damaged_result_exits_2(run, tmp_path):
 def test_unknown_target_exits_2_listing_the_choices(run):
     result = run("run", "table99", "--dataset", "digits")
     assert result.exit_code == 2 and "table1" in result.output
+
+
+@pytest.mark.slow
+def test_a_table_runs_on_cifar10_from_data_root(run, tmp_path):
+    """CIFAR-10 in its real on-disk format (tiny), through `run` with --data-root."""
+    from tests.data_fixtures import write_cifar10
+
+    write_cifar10(tmp_path / "data", per_batch=20, n_test=10)  # 90 training images: 9 per class
+    args = ["--dataset", "cifar10", "--data-root", str(tmp_path / "data"), "--scale", "smoke",
+            "--n-per-class", "4", "--epochs", "1", "--width", "8", "--device", "cpu", "--queries", "3",
+            "--set", "clusters_per_class=2", "--set", "distill_steps=2", "--set", "step_length=1",
+            "--set", "embedding=pixels", "--results-dir", str(tmp_path / "results"),
+            "--tables-dir", str(tmp_path / "tables")]
+    result = run("run", "table2", *args)
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "results" / "table2" / "cifar10" / "smoke" / "table2.json").read_text())
+    assert data["config"]["data"]["dataset"] == "cifar10" and data["cells"]["DDM"]["dist1"]["n"] == 1
+    assert "| Koh |" in (tmp_path / "tables" / "table2_cifar10_smoke.md").read_text()
+
+
+@pytest.mark.slow
+def test_two_concurrent_runs_share_one_cache_without_corrupting_it(tmp_path):
+    """Both processes finish; per-entry locks make the second wait for, then reuse, the first's work."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-c", "from bench.cli import main; main()", "--home", str(tmp_path / "home"),
+               "run", "table4", *TINY_RUN]
+    runs = [subprocess.Popen([*command, "--results-dir", str(tmp_path / f"results{i}"), "--tables-dir",
+                              str(tmp_path / f"tables{i}")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            for i in range(2)]
+    outputs = [run.communicate(timeout=600)[0].decode() for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    paths = [tmp_path / f"results{i}" / "table4" / "digits" / "smoke" / "table4.json" for i in range(2)]
+    cells = [json.loads(path.read_text())["cells"] for path in paths]
+    assert cells[0] == cells[1]
+    again = CliRunner().invoke(main, ["--home", str(tmp_path / "home"), "run", "table4", *TINY_RUN,
+                                      "--results-dir", str(tmp_path / "results2"),
+                                      "--tables-dir", str(tmp_path / "tables2")])
+    assert again.exit_code == 0, again.output  # every cache entry the two wrote still verifies
+
+
+def test_reproduce_command_names_exactly_the_fields_that_differ_from_the_preset():
+    from bench.render import reproduce_command
+    from ddm.config import preset, with_overrides
+
+    config = with_overrides(preset("smoke", "digits"), width=8, include_singles=True)
+    result = tiny_result(dataset="digits", scale="smoke", config=config.to_dict(), n_queries=4)
+    assert reproduce_command(result) == ("ddm-bench run table1 --dataset digits --scale smoke --seeds 2 "
+                                         "--queries 4 --set width=8 "
+                                         "--set include_singles=true")
