@@ -97,7 +97,9 @@ def render_markdown(result: Result, scales: dict[str, float] | None = None) -> s
         lines += ["Secondary numbers (means over seeds): " + "; ".join(
             text for name, text in EXTRA_TEXT.items() if name in extra[0]) + ".", ""] + extra + [""]
     lines += [f"- seeds: {result.seeds}", f"- code version: `{env.get('code_version')}`, torch "
-              f"{env.get('torch_version')}, device {env.get('device')} ({env.get('threads')} threads)",
+              f"{env.get('torch_version')}, device {env.get('device')} ({env.get('threads')} threads); "
+              f"cells computed by code version(s) "
+              f"{', '.join(sorted(set(env.get('cells_code_versions', {}).values()))) or '-'}",
               f"- wall time: {result.wall_seconds:.1f} s (this invocation; cached stages reused), "
               f"{seconds:.1f} s summed over cells when computed", f"- created {result.created}"]
     lines += [f"- {note}" for note in result.notes]

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from baselines.exact import Retrainer
 from bench.paper import paper_value
 from bench.results import Result, write_result
 from ddm.cache import ArtifactCache, atomic_write_text
@@ -30,7 +31,7 @@ from ddm.registry import Registry
 from ddm.train import resolve_device
 
 CELLS_KIND = "cells"
-CELLS_SCHEMA = 1
+CELLS_SCHEMA = 2  # bump when a target's computation changes: cached cells are keyed by config, not code
 CellValues = dict[str, dict[str, dict[str, Any]]]  # row -> column -> {"value", "seconds", extras...}
 
 
@@ -44,6 +45,7 @@ class RunContext:
     device: str = "auto"
     n_queries: int = 20
     progress: bool | None = None
+    workers: int = 1  # parallel processes for exact retraining
     results_dir: Path = Path("results")
     tables_dir: Path = Path("tables")
     _stages: dict[str, Stages] = field(default_factory=dict)
@@ -52,6 +54,11 @@ class RunContext:
         """The base config with every seed set to ``seed`` and further field overrides."""
         return with_overrides(self.config, seed=seed, cluster_seed=seed, distill_seed=seed,
                               attribute_seed=seed, **overrides)
+
+    def retrainer(self, stages: Stages) -> Retrainer:
+        """Exact retraining of ``stages``' target (cached per removed set), with this run's workers."""
+        return Retrainer(stages.target, stages.data, self.cache, workers=self.workers,
+                         data_root=self.data_root, progress=self.progress)
 
     def stages(self, config: ExperimentConfig) -> Stages:
         """Data, target and clusters for ``config`` (cached on disk and, within a run, in memory)."""
@@ -89,18 +96,21 @@ class BenchTarget(ABC):
 TARGETS: Registry[type[BenchTarget]] = Registry("target")
 
 
-def _seed_cells(target: BenchTarget, ctx: RunContext, seed: int) -> tuple[CellValues, dict[str, Any]]:
-    """One seed's cells, cached under (target, config, seed, queries) so a rerun skips it."""
+def _seed_cells(target: BenchTarget, ctx: RunContext, seed: int) -> tuple[CellValues, dict[str, Any], str]:
+    """One seed's cells, figure series and the code version that computed them, cached under
+    (target, config, seed, queries) so a rerun skips the seed."""
     entry = ctx.cache.entry(CELLS_KIND, {"schema": CELLS_SCHEMA, "target": target.name, "seed": seed,
                                          "n_queries": ctx.n_queries, "config": ctx.config.to_dict()})
     with entry.lock():
         if entry.is_complete():
             stored = json.loads((entry.path / "cells.json").read_text())
-            return stored["cells"], stored["series"]
+            return stored["cells"], stored["series"], stored["code_version"]
         cells, series = target.run_seed(ctx, seed)
-        entry.save({"cells.json": json.dumps({"cells": cells, "series": series}).encode()},
+        version = environment(resolve_device(ctx.device))["code_version"]
+        entry.save({"cells.json": json.dumps({"cells": cells, "series": series,
+                                              "code_version": version}).encode()},
                    {"target": target.name, "seed": seed, **environment(resolve_device(ctx.device))})
-        return cells, series
+        return cells, series, version
 
 
 def run_target(name: str, ctx: RunContext, seeds: list[int]) -> Result:
@@ -116,7 +126,8 @@ def run_target(name: str, ctx: RunContext, seeds: list[int]) -> Result:
                     config=ctx.config.to_dict(), environment=environment(resolve_device(ctx.device)),
                     notes=target.notes(ctx), n_queries=ctx.n_queries)
     for seed in seeds:
-        cells, series = _seed_cells(target, ctx, seed)
+        cells, series, version = _seed_cells(target, ctx, seed)
+        result.environment.setdefault("cells_code_versions", {})[str(seed)] = version
         for row, columns in cells.items():
             for column, numbers in columns.items():
                 numbers = dict(numbers)
