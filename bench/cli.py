@@ -264,12 +264,14 @@ def target_names() -> list[str]:
               help="Seeds 0..N-1 (each reruns training, clustering, distillation and queries).")
 @click.option("--queries", "n_queries", type=click.IntRange(min=1), default=20, show_default=True,
               help="Random test samples explained per seed (paper: 20).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Parallel processes for exact retraining (each gets cores / workers threads).")
 @click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
               show_default=True)
 @click.option("--tables-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("tables"),
               show_default=True)
 @click.pass_obj
-def run(obj: BenchContext, target: str, n_seeds: int, n_queries: int, results_dir: Path,
+def run(obj: BenchContext, target: str, n_seeds: int, n_queries: int, workers: int, results_dir: Path,
         tables_dir: Path, **options: Any) -> None:
     """Run a table, figure or the timings (or `all`); write results/ and render tables/."""
     from bench.render import table_path
@@ -277,7 +279,7 @@ def run(obj: BenchContext, target: str, n_seeds: int, n_queries: int, results_di
 
     config = config_from_options(options)
     ctx = RunContext(config, obj.cache, data_root=options["data_root"], device=options["device"],
-                     n_queries=n_queries, results_dir=results_dir, tables_dir=tables_dir)
+                     n_queries=n_queries, workers=workers, results_dir=results_dir, tables_dir=tables_dir)
     for name in TARGETS.names() if target == "all" else [target]:
         result = run_target(name, ctx, list(range(n_seeds)))
         click.echo(f"{name}: {result.wall_seconds:.1f} s -> "

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from baselines.exact import ExactAttributor, Retrainer, RetrainSpec
+from baselines.exact import ExactAttributor, RetrainSpec
 from bench.evaluation import Oracle, build_oracle
 from bench.runner import TARGETS, BenchTarget, CellValues, RunContext, config_summary
 from ddm.metrics import locate_score, located_value
@@ -36,6 +36,7 @@ def exact_oracle(ctx: RunContext, stages: Stages, seed: int) -> Oracle:
     """Exact single-cluster retraining of every cluster (cached), on this seed's query set."""
     queries = select_queries(stages.data, ctx.n_queries, seed)
     exact = ExactAttributor(stages.config, cache=ctx.cache, progress=ctx.progress)
+    exact.workers = ctx.workers
     exact.fit(stages.target, stages.data, stages.clustering)
     return build_oracle(exact, queries)
 
@@ -78,7 +79,7 @@ def located_only_row(ctx: RunContext, stages: Stages, oracle: Oracle, method: st
     clusters = sorted({int(k) for picks in located.values() for k in picks})
     seed = stages.target.config.train.seed
     specs = [RetrainSpec(tuple(stages.clustering.members(k).tolist()), "same-seed", seed) for k in clusters]
-    retrainer = Retrainer(stages.target, stages.data, ctx.cache, progress=ctx.progress)
+    retrainer = ctx.retrainer(stages)
     device = next(stages.target.model.parameters()).device
     outputs = retrainer.outputs(specs, oracle.queries.images.to(device)).to(torch.float64)
     removals = torch.zeros(stages.clustering.n_clusters, *outputs.shape[1:], dtype=torch.float64)

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from baselines.exact import Retrainer, RetrainSpec
+from baselines.exact import RetrainSpec
 from bench.runner import TARGETS, BenchTarget, CellValues, RunContext, config_summary
 from ddm.attributor import Queries
 from ddm.cluster import Clustering
@@ -71,7 +71,7 @@ def retrained_accuracy(stages: Stages, ctx: RunContext, removed: tuple[int, ...]
     if not removed:
         return 100 * accuracy(stages.target.model, stages.data.test_x, stages.data.test_y)
     spec = RetrainSpec(removed, "same-seed", stages.target.config.train.seed)
-    theta = Retrainer(stages.target, stages.data, ctx.cache, progress=ctx.progress).thetas([spec])[0]
+    theta = ctx.retrainer(stages).thetas([spec])[0]
     return 100 * accuracy(load_model(stages.config, stages, theta), stages.data.test_x, stages.data.test_y)
 
 
