@@ -13,6 +13,7 @@ cluster the objective asks for; see ``ddm.objectives``).
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
@@ -83,8 +84,26 @@ class RemovalPredictor(Attributor):
         """Predicted class probabilities after removing each cluster: [K, n_queries, classes]."""
 
     def scores(self, queries: Queries, objective: str) -> Tensor:
-        removed = self.predict_removals(queries).to(torch.float64)
+        removed = self.removals(queries)
         return get_objective(objective)(removed, self.reference(queries), queries.labels)
+
+    def removals(self, queries: Queries) -> Tensor:
+        """:meth:`predict_removals` in float64, remembered for the last query set: the objectives of
+        one query set share it (for DDM, one set of |P| fine-tunes instead of one per objective)."""
+        key = (id(self.target), id(self.clustering), fingerprint(queries))
+        remembered = getattr(self, "_removals", None)
+        if remembered is None or remembered[0] != key:
+            self._removals = (key, self.predict_removals(queries).to(torch.float64))
+        return self._removals[1]
+
+
+def fingerprint(queries: Queries) -> str:
+    """A digest of the query images and labels (identical queries, identical digest)."""
+    digest = hashlib.sha256()
+    for tensor in (queries.images, queries.labels):
+        digest.update(str((tensor.dtype, tuple(tensor.shape))).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 METHODS: Registry[type[Attributor]] = Registry("method")

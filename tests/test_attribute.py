@@ -95,6 +95,18 @@ def test_attribute_scores_every_cluster_for_every_query(fitted, digits_data):
     assert fitted.perturbations().shape == (31, 30)
 
 
+def test_objectives_of_one_query_set_share_one_set_of_finetunes(fitted, digits_data):
+    queries = Queries(digits_data.test_x[5:9], digits_data.test_y[5:9])
+    first = fitted.attribute(queries, "dist1")
+    done = fitted.unlearner.finetunes
+    fitted.attribute(queries, "dist2")
+    assert fitted.unlearner.finetunes == done  # the |P| fine-tunes were remembered, not redone
+    torch.testing.assert_close(fitted.attribute(Queries(queries.images.clone(), queries.labels.clone()),
+                                                "dist1"), first)
+    fitted.attribute(Queries(digits_data.test_x[9:13], digits_data.test_y[9:13]), "dist1")
+    assert fitted.unlearner.finetunes == done + len(fitted.perturbations())  # new queries: new work
+
+
 def test_unknown_objective_fails_before_any_work(fitted, digits_data):
     with pytest.raises(Exception, match="dist1"):
         fitted.attribute(Queries(digits_data.test_x[:1], digits_data.test_y[:1]), "dist9")
