@@ -18,7 +18,7 @@ from ddm.errors import ConfigError
 def test_presets_follow_the_brief():
     smoke, small, paper = (preset(s, "mnist") for s in ("smoke", "small", "paper"))
     assert smoke.data.n_per_class <= 100 and smoke.model.width < small.model.width
-    assert small.data.n_per_class == 200 and small.model.width == 32 and small.train.epochs == 6
+    assert small.data.n_per_class == 200 and small.model.width == 32 and small.train.epochs == 5
     assert paper.data.n_per_class is None and paper.model.width == 128 and paper.train.epochs == 30
 
 
