@@ -12,15 +12,25 @@ import torch
 
 from ddm import __version__
 
+OUTPUT_DIRS = ("results", "tables")  # written by `ddm-bench run`, committed as reference
+
 
 @functools.cache
 def code_version() -> str:
     """The git commit of this checkout (suffixed ``-dirty`` when it has uncommitted changes),
-    or the package version when ddm-bench was installed without its git history."""
-    repo = Path(__file__).resolve().parent.parent
+    or the package version when ddm-bench was installed without its git history.
+
+    Changes under ``results/`` and ``tables/`` do not count: ``ddm-bench run`` rewrites those
+    committed files itself, and a multi-target run would otherwise mark its own later cells dirty."""
+    return git_version(Path(__file__).resolve().parent.parent)
+
+
+def git_version(repo: Path) -> str:
+    """:func:`code_version` of the checkout at ``repo`` (uncached)."""
     try:
         commit = _git(repo, "rev-parse", "HEAD")
-        dirty = _git(repo, "status", "--porcelain", "--untracked-files=no")
+        dirty = _git(repo, "status", "--porcelain", "--untracked-files=no", "--", ".",
+                     *(f":(exclude){output}" for output in OUTPUT_DIRS))
     except (OSError, subprocess.CalledProcessError):
         return f"v{__version__}"
     return f"{commit}-dirty" if dirty else commit
