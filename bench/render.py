@@ -25,17 +25,27 @@ EXTRA_TEXT = {
 EXTRA_ORDER = tuple(EXTRA_TEXT)
 
 
-def _number(value: float | None, scale: float = 1.0) -> str:
+def _number(value: float | None, scale: float = 1.0, digits: int = 3) -> str:
     if value is None or not math.isfinite(value):
         return "-"
     value *= scale
-    return f"{value:.3g}" if abs(value) < 100 else f"{value:.1f}"
+    return f"{value:.{digits}g}" if abs(value) < 100 else f"{value:.1f}"
 
 
-def _ours(cell: Cell | None, scale: float) -> str:
+def _digits(values: list[float], most: int = 6) -> int:
+    """Significant digits (3 to ``most``) that tell a column's distinct values apart: Dist3 =
+    1/(1 + Dist1) is 0.99998 or 0.999995 at small scale, all "1" at 3 digits."""
+    distinct = {value for value in values if math.isfinite(value)}
+    for digits in range(3, most):
+        if len({f"{value:.{digits}g}" for value in distinct}) == len(distinct):
+            return digits
+    return most
+
+
+def _ours(cell: Cell | None, scale: float, digits: int = 3) -> str:
     if cell is None or not cell.values:
         return "-"
-    text = _number(cell.mean, scale)
+    text = _number(cell.mean, scale, digits)
     return f"{text} ± {_number(cell.std, scale)}" if len(cell.values) > 1 else text
 
 
@@ -50,13 +60,17 @@ def main_table(result: Result, scales: dict[str, float]) -> list[str]:
         label = _header(column, scales.get(column, 1.0))
         header += [f"{label} (ours)", f"{label} (paper)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    digits = {column: _digits([result.cells[row][column].mean * scales.get(column, 1.0)
+                               for row in result.rows
+                               if column in result.cells.get(row, {}) and result.cells[row][column].values])
+              for column in result.columns}
     for row in result.rows:
         cells = result.cells.get(row, {})
         line = [row]
         for column in result.columns:
             scale = scales.get(column, 1.0)
             cell = cells.get(column)
-            line += [_ours(cell, scale), _number(cell.paper if cell else None)]
+            line += [_ours(cell, scale, digits[column]), _number(cell.paper if cell else None)]
         lines.append("| " + " | ".join(line) + " |")
     return lines
 

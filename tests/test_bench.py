@@ -73,6 +73,16 @@ def test_markdown_puts_ours_beside_the_labelled_paper_column():
     assert "code version: `abc`" in text and "seeds: [0, 1]" in text
 
 
+def test_a_column_gets_the_digits_that_tell_its_rows_apart():
+    result = tiny_result(columns=["dist1", "dist3"])
+    result.cell("DDM-full", "dist3").add(0.999981, 1.0)
+    result.cell("Random Select", "dist3").add(0.999995, 1.0)
+    result.cell("Random Select", "dist1").add(0.123456, 1.0)
+    text = render_markdown(result)
+    assert "| DDM-full | 20 ± 14.1 | 10.8 | 0.99998 | - |" in text  # dist1 keeps 3 digits
+    assert "| Random Select | 12.3 | - | 0.99999 | - |" in text
+
+
 @pytest.fixture
 def run(tmp_path):
     runner = CliRunner()
