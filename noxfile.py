@@ -22,8 +22,10 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", "ddm", "baselines", "bench", "tests", "benchmarks", "noxfile.py")
 
 
-# A benchmark whose mean time grows by more than this against the last saved run of its scale fails.
-REGRESSION = "mean:50%"
+# A benchmark whose best round takes more than twice as long as in the last saved run of its scale
+# fails. Run-to-run noise of single rounds on 2 shared cores reached +110 % (koh, 0.04 s), so the
+# comparison uses the minimum over rounds and flags only a doubling.
+REGRESSION = "min:100%"
 
 
 @nox.session
