@@ -22,24 +22,26 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", "ddm", "baselines", "bench", "tests", "benchmarks", "noxfile.py")
 
 
-# A benchmark whose best round takes more than twice as long as in the last saved run of its scale
-# fails. Run-to-run noise of single rounds on 2 shared cores reached +110 % (koh, 0.04 s), so the
-# comparison uses the minimum over rounds and flags only a doubling.
+# A speed benchmark whose best round takes more than twice as long as in the last saved run of its
+# scale fails. The per-method attribution times (benchmarks/test_methods.py, milliseconds for most
+# baselines) are saved and reported but not compared: between two runs on 2 shared cores their best
+# of 3 rounds moved by up to +130 % (scaleup, 3 ms -> 7 ms) with no code change.
 REGRESSION = "min:100%"
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """pytest-benchmark speed ratios at smoke (digits) and small (MNIST) scale. Each scale keeps its
-    runs in .benchmarks/<scale>/; once one is saved, later runs compare against the latest and fail
-    on a regression beyond REGRESSION. `-- smoke` or `-- small` runs one scale only."""
+    """pytest-benchmark at smoke (digits) and small (MNIST) scale. Each scale keeps its runs in
+    .benchmarks/<scale>/{speed,methods}/; once a speed run is saved, later runs compare against the
+    latest and fail on a regression beyond REGRESSION. `-- smoke` or `-- small` runs one scale only."""
     session.install("-e", ".[dev]")
     for scale in session.posargs or ["smoke", "small"]:
-        storage = Path(".benchmarks") / scale
-        compare = ["--benchmark-compare", f"--benchmark-compare-fail={REGRESSION}"] if any(
-            storage.rglob("*.json")) else []
-        session.run("pytest", "benchmarks", "-s", f"--benchmark-storage={storage}", "--benchmark-autosave",
-                    *compare, env={"DDM_BENCH_SCALE": scale})
+        for part, comparable in (("speed", True), ("methods", False)):
+            storage = Path(".benchmarks") / scale / part
+            compare = ["--benchmark-compare", f"--benchmark-compare-fail={REGRESSION}"] if (
+                comparable and any(storage.rglob("*.json"))) else []
+            session.run("pytest", f"benchmarks/test_{part}.py", "-s", f"--benchmark-storage={storage}",
+                        "--benchmark-autosave", *compare, env={"DDM_BENCH_SCALE": scale})
 
 
 @nox.session
