@@ -22,12 +22,8 @@ def test_attribution_time(benchmark, stages, queries, method):
     attributor = fit_method(method, stages, progress=False)
     offline = time.perf_counter() - start
     benchmark.group = "methods"
-
-    def forget():  # removal predictors remember the last query set: time the work, not the memo
-        attributor.__dict__.pop("_removals", None)
-
-    scores = benchmark.pedantic(attributor.attribute, args=(queries, "dist1"), setup=forget, rounds=3,
-                                warmup_rounds=0)
+    scores = benchmark.pedantic(attributor.attribute, args=(queries, "dist1"), setup=attributor.forget,
+                                rounds=3, warmup_rounds=0)
     benchmark.extra_info.update(offline_seconds=offline, method=method)
     assert scores.shape == (stages.clustering.n_clusters, len(queries))
 

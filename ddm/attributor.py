@@ -70,6 +70,10 @@ class Attributor(ABC):
         get_objective(objective)  # unknown names fail before any work
         return self.scores(queries, objective)
 
+    def forget(self) -> None:
+        """Drop anything remembered between :meth:`attribute` calls (benchmarks time the work)."""
+        return None
+
     def reference(self, queries: Queries) -> Tensor:
         """The target's class probabilities on the queries [n_queries, classes] (CPU)."""
         return to_probabilities(predict(self.target.model, queries.images)).to(torch.float64)
@@ -95,6 +99,9 @@ class RemovalPredictor(Attributor):
         if remembered is None or remembered[0] != key:
             self._removals = (key, self.predict_removals(queries).to(torch.float64))
         return self._removals[1]
+
+    def forget(self) -> None:
+        self._removals = None
 
 
 def fingerprint(queries: Queries) -> str:

@@ -105,6 +105,9 @@ def test_objectives_of_one_query_set_share_one_set_of_finetunes(fitted, digits_d
                                                 "dist1"), first)
     fitted.attribute(Queries(digits_data.test_x[9:13], digits_data.test_y[9:13]), "dist1")
     assert fitted.unlearner.finetunes == done + len(fitted.perturbations())  # new queries: new work
+    fitted.forget()
+    fitted.attribute(Queries(digits_data.test_x[9:13], digits_data.test_y[9:13]), "dist1")
+    assert fitted.unlearner.finetunes == done + 2 * len(fitted.perturbations())  # forgotten: redone
 
 
 def test_unknown_objective_fails_before_any_work(fitted, digits_data):
