@@ -34,11 +34,11 @@ from ddm.errors import ConfigError
 from ddm.functional import params_from_flat
 from ddm.objectives import to_probabilities
 from ddm.provenance import environment
-from ddm.target import Target, fresh_model, load_data
+from ddm.target import Target, fresh_model, load_data, weights_key
 from ddm.train import LossFn, TrainState, cross_entropy_loss, flat_params, train
 
 RETRAIN_KIND = "retrained"
-RETRAIN_SCHEMA = 1
+RETRAIN_SCHEMA = 2  # 2: keyed by the target's weights key (trajectory density excluded)
 PROTOCOLS = ("same-seed", "fresh-seed")
 
 
@@ -56,7 +56,7 @@ def removed_digest(removed: Sequence[int]) -> str:
 
 
 def retrain_entry(target: Target, spec: RetrainSpec, cache: ArtifactCache) -> CacheEntry:
-    return cache.entry(RETRAIN_KIND, {"schema": RETRAIN_SCHEMA, "target": target.entry.key,
+    return cache.entry(RETRAIN_KIND, {"schema": RETRAIN_SCHEMA, "target": weights_key(target.config),
                                       "removed": removed_digest(spec.removed), "n_removed": len(spec.removed),
                                       "protocol": spec.protocol, "seed": spec.seed})
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ddm.cache import ArtifactCache, CacheEntry, torch_bytes
+from ddm.cache import ArtifactCache, CacheEntry, config_key, torch_bytes
 from ddm.config import ExperimentConfig
 from ddm.data import DataSplits, load_dataset
 from ddm.models import build_model
@@ -54,6 +54,15 @@ def fresh_model(config: ExperimentConfig, in_shape: tuple[int, int, int],
 
 def target_entry(config: ExperimentConfig, cache: ArtifactCache) -> CacheEntry:
     return cache.entry(TARGET_KIND, {"schema": TARGET_SCHEMA, **config.target_key()})
+
+
+def weights_key(config: ExperimentConfig) -> str:
+    """Key of the fields that decide the trained *weights*: the target key without
+    ``checkpoint_every``, which only changes how densely the trajectory is recorded. Exact
+    retrainings are keyed by it, so a denser trajectory does not invalidate the oracle."""
+    key = config.target_key()
+    key["train"] = {name: value for name, value in key["train"].items() if name != "checkpoint_every"}
+    return config_key(TARGET_KIND, {"schema": TARGET_SCHEMA, **key})
 
 
 def load_data(config: ExperimentConfig, data_root: str | None = None) -> DataSplits:
