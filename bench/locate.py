@@ -34,7 +34,7 @@ OBJECTIVES = ["dist1", "dist2", "dist3"]
 
 def exact_oracle(ctx: RunContext, stages: Stages, seed: int) -> Oracle:
     """Exact single-cluster retraining of every cluster (cached), on this seed's query set."""
-    queries = select_queries(stages.data, ctx.n_queries, seed)
+    queries = select_queries(stages.data, ctx.n_queries, ctx.query_seed(seed))
     exact = ExactAttributor(stages.config, cache=ctx.cache, progress=ctx.progress)
     exact.workers = ctx.workers
     exact.fit(stages.target, stages.data, stages.clustering)

@@ -61,7 +61,7 @@ class MatrixTarget(BenchTarget):
         reference = None
         for row, overrides in self.variants.items():
             stages = ctx.stages(ctx.seeded(seed, **overrides))
-            queries = select_queries(stages.data, ctx.n_queries, seed)
+            queries = select_queries(stages.data, ctx.n_queries, ctx.query_seed(seed))
             datamodel = fit_method("ddm", stages, progress=ctx.progress).datamodel(queries)
             matrix = class_matrix(datamodel.weights, stages.clustering.clusters_per_class)
             reference = matrix if reference is None else reference

@@ -110,7 +110,8 @@ def render_markdown(result: Result, scales: dict[str, float] | None = None) -> s
     if extra:
         lines += ["Secondary numbers (means over seeds): " + "; ".join(
             text for name, text in EXTRA_TEXT.items() if name in extra[0]) + ".", ""] + extra + [""]
-    lines += [f"- seeds: {result.seeds}", f"- code version: `{env.get('code_version')}`, torch "
+    query_seeds = [seed + result.query_seed_base for seed in result.seeds]
+    lines += [f"- seeds: {result.seeds}" + (f" (query seeds {query_seeds})" if result.query_seed_base else ""), f"- code version: `{env.get('code_version')}`, torch "
               f"{env.get('torch_version')}, device {env.get('device')} ({env.get('threads')} threads); "
               f"cells computed by code version(s) "
               f"{', '.join(sorted(set(env.get('cells_code_versions', {}).values()))) or '-'}",
@@ -129,6 +130,8 @@ def reproduce_command(result: Result) -> str:
              "--seeds", str(len(result.seeds))]
     if result.n_queries is not None:
         words += ["--queries", str(result.n_queries)]
+    if result.query_seed_base:
+        words += ["--query-seed-base", str(result.query_seed_base)]
     base = preset(result.scale, result.dataset).to_dict()
     for section, fields in result.config.items():
         if not isinstance(fields, dict):

@@ -78,6 +78,7 @@ class Result:
     environment: dict[str, Any]
     wall_seconds: float = 0.0
     n_queries: int | None = None  # test queries per seed, for targets that explain predictions
+    query_seed_base: int = 0  # seed s drew its queries with seed s + query_seed_base
     notes: list[str] = field(default_factory=list)
     series: dict[str, Any] = field(default_factory=dict)  # figure data (lists of numbers), per target
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))

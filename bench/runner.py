@@ -44,6 +44,9 @@ class RunContext:
     data_root: str | None = None
     device: str = "auto"
     n_queries: int = 20
+    # Queries of seed s are drawn with seed s + query_seed_base: the committed tables use base 0
+    # (query seeds 0, 1, 2); development runs use >= 100 on the same targets and oracles.
+    query_seed_base: int = 0
     progress: bool | None = None
     workers: int = 1  # parallel processes for exact retraining
     results_dir: Path = Path("results")
@@ -54,6 +57,10 @@ class RunContext:
         """The base config with every seed set to ``seed`` and further field overrides."""
         return with_overrides(self.config, seed=seed, cluster_seed=seed, distill_seed=seed,
                               attribute_seed=seed, **overrides)
+
+    def query_seed(self, seed: int) -> int:
+        """The seed that draws seed ``seed``'s test queries."""
+        return seed + self.query_seed_base
 
     def retrainer(self, stages: Stages) -> Retrainer:
         """Exact retraining of ``stages``' target (cached per removed set), with this run's workers."""
@@ -99,8 +106,11 @@ TARGETS: Registry[type[BenchTarget]] = Registry("target")
 def _seed_cells(target: BenchTarget, ctx: RunContext, seed: int) -> tuple[CellValues, dict[str, Any], str]:
     """One seed's cells, figure series and the code version that computed them, cached under
     (target, config, seed, queries) so a rerun skips the seed."""
-    entry = ctx.cache.entry(CELLS_KIND, {"schema": CELLS_SCHEMA, "target": target.name, "seed": seed,
-                                         "n_queries": ctx.n_queries, "config": ctx.config.to_dict()})
+    key = {"schema": CELLS_SCHEMA, "target": target.name, "seed": seed, "n_queries": ctx.n_queries,
+           "config": ctx.config.to_dict()}
+    if ctx.query_seed_base:  # absent at 0, so cells cached before the field existed stay valid
+        key["query_seed_base"] = ctx.query_seed_base
+    entry = ctx.cache.entry(CELLS_KIND, key)
     with entry.lock():
         if entry.is_complete():
             stored = json.loads((entry.path / "cells.json").read_text())
@@ -124,7 +134,8 @@ def run_target(name: str, ctx: RunContext, seeds: list[int]) -> Result:
                     title=target.title, description=target.description(), rows=list(target.rows),
                     columns=list(target.columns), cells={}, seeds=list(seeds),
                     config=ctx.config.to_dict(), environment=environment(resolve_device(ctx.device)),
-                    notes=target.notes(ctx), n_queries=ctx.n_queries)
+                    notes=target.notes(ctx), n_queries=ctx.n_queries,
+                    query_seed_base=ctx.query_seed_base)
     for seed in seeds:
         cells, series, version = _seed_cells(target, ctx, seed)
         result.environment.setdefault("cells_code_versions", {})[str(seed)] = version

@@ -53,7 +53,7 @@ class Timings(BenchTarget):
         config = ctx.seeded(seed)
         seconds = self.offline(ctx, config)
         stages = ctx.stages(config)
-        queries = select_queries(stages.data, ctx.n_queries, seed)
+        queries = select_queries(stages.data, ctx.n_queries, ctx.query_seed(seed))
         n_clusters = stages.clustering.n_clusters
         seconds["exact retraining, all K"] = self.exact_per_model(ctx, stages) * n_clusters
         ddm = fit_method("ddm", stages, progress=ctx.progress)
