@@ -170,10 +170,12 @@ def distill(obj: BenchContext, mode: str, hierarchical: bool, **options: Any) ->
         initial, _, _ = init_synset(stages.data.train_x, stages.data.train_y, grouping, config.distill.ipc,
                                     torch_generator(config.distill.distill_seed))
         before = evaluate_matching(stages.target, stages.data, grouping, initial, config.distill, mode)
-        after = evaluate_matching(stages.target, stages.data, grouping, synset.images, config.distill, mode)
+        after = evaluate_matching(stages.target, stages.data, grouping, synset.images, config.distill, mode,
+                                  synset.targets)
         ratio = synset.seconds / stages.target.meta["train_seconds"]
         click.echo(f"{level}-level synset ({mode}): K = {grouping.n_clusters}, "
-                   f"{len(synset.labels)} images, {config.distill.distill_steps} steps")
+                   f"{len(synset.labels)} images, {len(synset.losses)} steps "
+                   f"(cap {config.distill.distill_steps}, labels {config.distill.synset_labels})")
         click.echo(f"  distilled in {synset.seconds:.1f} s = {ratio:.2f}x the target's training time")
         click.echo(f"  matching loss over all checkpoint pairs: {before:.2f} -> {after:.2f}")
 
@@ -266,20 +268,24 @@ def target_names() -> list[str]:
               help="Random test samples explained per seed (paper: 20).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Parallel processes for exact retraining (each gets cores / workers threads).")
+@click.option("--query-seed-base", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed s draws its test queries with seed s + this (development runs: >= 100; the "
+                   "committed tables: 0).")
 @click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
               show_default=True)
 @click.option("--tables-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("tables"),
               show_default=True)
 @click.pass_obj
-def run(obj: BenchContext, target: str, n_seeds: int, n_queries: int, workers: int, results_dir: Path,
-        tables_dir: Path, **options: Any) -> None:
+def run(obj: BenchContext, target: str, n_seeds: int, n_queries: int, workers: int, query_seed_base: int,
+        results_dir: Path, tables_dir: Path, **options: Any) -> None:
     """Run a table, figure or the timings (or `all`); write results/ and render tables/."""
     from bench.render import table_path
     from bench.runner import TARGETS, RunContext, run_target
 
     config = config_from_options(options)
     ctx = RunContext(config, obj.cache, data_root=options["data_root"], device=options["device"],
-                     n_queries=n_queries, workers=workers, results_dir=results_dir, tables_dir=tables_dir)
+                     n_queries=n_queries, workers=workers, query_seed_base=query_seed_base,
+                     results_dir=results_dir, tables_dir=tables_dir)
     for name in TARGETS.names() if target == "all" else [target]:
         result = run_target(name, ctx, list(range(n_seeds)))
         click.echo(f"{name}: {result.wall_seconds:.1f} s -> "

@@ -23,8 +23,15 @@ from ddm.config import ExperimentConfig
 from ddm.data import DataSplits
 from ddm.datamodel import Datamodel, fit_datamodel, perturbation_weights, sample_perturbations
 from ddm.distill import Synset, get_synset
-from ddm.functional import finetune_batched, model_params, predict_batched
-from ddm.objectives import Objective, get_objective, to_probabilities
+from ddm.functional import (
+    finetune_batched,
+    model_params,
+    per_cluster_gradients,
+    per_sample_gradients,
+    predict_batched,
+    segment_mean,
+)
+from ddm.objectives import GLOBAL, Objective, get_objective, to_probabilities
 from ddm.target import Target
 
 IMAGES_PER_CALL = 256  # synthetic images fine-tuned per vectorized call (see chunk_size)
@@ -44,23 +51,64 @@ def auto_finetune_lr(config: ExperimentConfig, mean_cluster_size: float) -> floa
 
 
 def finetune_lr(config: ExperimentConfig, clustering: Clustering) -> float:
-    """The configured eta, or the automatic one for this clustering's mean cluster size."""
+    """The configured eta, or the automatic one for this clustering's mean cluster size; the
+    target's own lr under the paper's schedule."""
+    if config.attribute.schedule == "paper":
+        return config.train.lr
     mean_size = float(clustering.sizes().double().mean())
     return config.attribute.finetune_lr or auto_finetune_lr(config, mean_size)
+
+
+def finetune_steps(config: ExperimentConfig, target: Target) -> int:
+    """T: the configured steps, or tau (one per trajectory interval) under the paper's schedule."""
+    if config.attribute.schedule == "paper":
+        return len(target.trajectory) - 1
+    return config.attribute.finetune_steps
+
+
+def cluster_weights(target: Target, data: DataSplits, clustering: Clustering, synset: Synset,
+                    scale: str) -> Tensor | None:
+    """Per-cluster loss weights [K] of the fine-tune (``cluster_scale``), None for uniform.
+
+    ``real_norm``: w_k = |D_k| ||g_real_k|| / (mean |D| ||g_syn_k||), both gradients at theta_tau
+    (g_real_k of the cluster's mean loss, g_syn_k of its synthetic images' mean loss). With the auto
+    eta (scaled by the mean cluster size), the first fine-tune step on cluster k alone then has the
+    norm ``finetune_budget / T`` times that of k's undo step lr * epochs * |D_k| / B * g_real_k."""
+    if scale == "none":
+        return None
+    device = next(target.model.parameters()).device
+    params = model_params(target.model)
+    cluster_ids = clustering.cluster_ids.to(device)
+    real = per_cluster_gradients(target.model, params, data.train_x.to(device), data.train_y.to(device),
+                                 cluster_ids, clustering.n_clusters)
+    per_image = per_sample_gradients(target.model, params, synset.images.to(device),
+                                     synset.targets.to(device))
+    synthetic = segment_mean({name: g.detach() for name, g in per_image.items()},
+                             synset.cluster_ids.to(device), synset.n_clusters)
+    sizes = clustering.sizes().to(device=device, dtype=torch.float32)
+    ratio = flat_norms(real) / flat_norms(synthetic).clamp_min(1e-12)
+    return (sizes / sizes.mean() * ratio).cpu()
+
+
+def flat_norms(grads: dict[str, Tensor]) -> Tensor:
+    """L2 norm of each row's whole gradient: {name: [K, ...]} -> [K]."""
+    return torch.cat([g.flatten(1) for g in grads.values()], 1).norm(dim=1)
 
 
 class SynsetUnlearner:
     """Approximate retraining-without-clusters by fine-tuning theta_tau on their synthetic images."""
 
     def __init__(self, model: nn.Module, synset: Synset, *, steps: int, lr: float,
-                 chunk: int = 128) -> None:
+                 chunk: int = 128, weights: Tensor | None = None) -> None:
         self.model, self.steps, self.lr, self.chunk = model, steps, lr, chunk
         self.device = next(model.parameters()).device
         self.params = model_params(model)
         self.images = synset.images.to(self.device)
-        self.labels = synset.labels.to(self.device)
+        self.labels = synset.targets.to(self.device)  # hard [K * ipc] or soft [K * ipc, L]
         self.n_clusters = synset.n_clusters
         self.ipc = len(synset.labels) // synset.n_clusters
+        # per-cluster loss weights [K] (cluster_scale); 1 for every cluster when None
+        self.weights = (torch.ones(self.n_clusters) if weights is None else weights).to(self.device)
         self.finetunes = 0  # how many masks were fine-tuned (the cost the paper counts)
 
     def _batch(self, keep: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -74,7 +122,8 @@ class SynsetUnlearner:
         valid = torch.arange(width, device=self.device)[None, :] < per_row[:, None]
         offsets = torch.arange(self.ipc, device=self.device)
         rows = (order[:, :, None] * self.ipc + offsets).flatten(1)  # [B, width * ipc]
-        weights = valid.repeat_interleave(self.ipc, 1).to(self.images.dtype) / self.ipc
+        per_cluster = valid.to(self.images.dtype) * self.weights[order]
+        weights = per_cluster.repeat_interleave(self.ipc, 1) / self.ipc
         return self.images[rows], self.labels[rows], weights
 
     def finetuned(self, keep: Tensor) -> dict[str, Tensor]:
@@ -113,6 +162,7 @@ class DDMAttributor(RemovalPredictor):
     def fit(self, target: Target, data: DataSplits, clustering: Clustering) -> None:
         super().fit(target, data, clustering)
         self.data = data
+        self.forget()
         self.synset = get_synset(self.config, target, data, clustering, mode=self.mode, cache=self.cache,
                                  progress=self.progress)
         self.unlearner = self._unlearner(self.synset, clustering)
@@ -120,8 +170,17 @@ class DDMAttributor(RemovalPredictor):
 
     def _unlearner(self, synset: Synset, clustering: Clustering) -> SynsetUnlearner:
         spec = self.config.attribute
-        return SynsetUnlearner(self.target.model, synset, steps=spec.finetune_steps,
-                               lr=finetune_lr(self.config, clustering), chunk=spec.finetune_chunk)
+        weights = cluster_weights(self.target, self.data, clustering, synset, spec.cluster_scale)
+        return SynsetUnlearner(self.target.model, synset, steps=finetune_steps(self.config, self.target),
+                               lr=finetune_lr(self.config, clustering), chunk=spec.finetune_chunk,
+                               weights=weights)
+
+    def scores(self, queries: Queries, objective: str) -> Tensor:
+        """The datamodel's scores, or the hierarchical search's (``hierarchical``, per-query
+        objectives only: a global objective has no per-query class to search)."""
+        if self.config.attribute.hierarchical and objective not in GLOBAL:
+            return self.hierarchical(queries, objective).scores
+        return super().scores(queries, objective)
 
     def perturbations(self) -> Tensor:
         """The perturbation set P: keep-masks bool [|P|, K] (row 0 keeps everything)."""
@@ -186,6 +245,9 @@ class HierarchicalResult:
     classes: Tensor  # int64 [n_q]: class located first
     clusters: Tensor  # int64 [n_q]: global cluster id located within that class
     finetunes: int  # fine-tunes spent: L + C * (number of distinct located classes)
+    # [K, n_q]: every cluster scored by its class's deletion, the located class's clusters by their
+    # own deletions and lifted above all others, so scores.argmax(0) == clusters
+    scores: Tensor | None = None
 
 
 def hierarchical_search(evaluate_classes: Evaluator, evaluate_clusters: Evaluator, n_classes: int,
@@ -199,6 +261,8 @@ def hierarchical_search(evaluate_classes: Evaluator, evaluate_clusters: Evaluato
     class_scores = objective(evaluate_classes(~torch.eye(n_classes, dtype=torch.bool)), reference, labels)
     classes = class_scores.argmax(0)
     clusters = torch.empty_like(classes)
+    scores = class_scores.to(torch.float64).repeat_interleave(clusters_per_class, 0)  # [K, n_q]
+    lift = scores.max(0).values - scores.min(0).values + 1  # above every class score, per query
     finetunes = n_classes
     for label in classes.unique().tolist():
         queries = (classes == label).nonzero().flatten()
@@ -206,7 +270,10 @@ def hierarchical_search(evaluate_classes: Evaluator, evaluate_clusters: Evaluato
         first = label * clusters_per_class
         keep[torch.arange(clusters_per_class), first + torch.arange(clusters_per_class)] = False
         outputs = evaluate_clusters(keep)[:, queries]
-        scores = objective(outputs, reference[queries], labels[queries])
-        clusters[queries] = first + scores.argmax(0)
+        within = objective(outputs, reference[queries], labels[queries]).to(torch.float64)
+        clusters[queries] = first + within.argmax(0)
+        rows = slice(first, first + clusters_per_class)
+        scores[rows, queries] = (scores.max(0).values[queries] + lift[queries]
+                                 + within - within.min(0).values)
         finetunes += clusters_per_class
-    return HierarchicalResult(classes, clusters, finetunes)
+    return HierarchicalResult(classes, clusters, finetunes, scores)

@@ -15,6 +15,9 @@ from ddm.errors import ConfigError
 
 SCALES = ("smoke", "small", "paper")
 OPTIMIZERS = ("sgd", "adam")
+LABEL_MODES = ("hard", "soft")
+SCHEDULES = ("budget", "paper")
+CLUSTER_SCALES = ("none", "real_norm")
 # Datasets whose training uses random-crop + flip augmentation (the paper's "standard augmentation").
 AUGMENTED_DATASETS = frozenset({"cifar10", "cifar100", "tinyimagenet"})
 # Datasets the paper trains with lr_net = 0.001 (Table 5); everything else uses 0.01.
@@ -111,6 +114,24 @@ class DistillConfig:
         None, "real images per cluster per step for the real gradient; None uses the whole cluster"
     )
     distill_seed: int = _field(0, "seed of the synset initialization and checkpoint sampling")
+    synset_labels: str = _field(
+        "hard",
+        "hard: each synthetic image keeps its cluster's class as a fixed label (paper) | soft: learnable "
+        "label logits per image, trained with the pixels. With a hard label c and non-negative penultimate "
+        "features, CE's last-layer gradient on row c is (p_c - 1) h for real and synthetic images alike, so "
+        "no pixel change can reverse it; a soft label y gives (p - y) h, whose sign y can flip",
+    )
+    soft_label_init: float = _field(
+        0.0, "soft labels only: initial probability of the cluster's own class (the rest uniform over the "
+        "other classes). 0 starts from the complementary label, whose gradient is already reversed "
+        "(p_c - y_c > 0, p_j - y_j < 0) wherever p_j < 1/(L-1)",
+    )
+    lr_label: float = _field(1.0, "soft labels only: SGD learning rate of the label logits")
+    converge_tol: float | None = _field(
+        None, "None runs exactly distill_steps. Otherwise distill_steps is a cap, and distillation stops "
+        "once the mean matching loss of the last CONVERGE_WINDOW steps improves on the window before "
+        "it by less than this fraction",
+    )
 
 
 @dataclass(frozen=True)
@@ -135,6 +156,20 @@ class AttributeConfig:
         "regime (any synset wrecks the model), so smaller is safer for a linear datamodel",
     )
     finetune_chunk: int = _field(128, "fine-tunes run together in one vectorized call")
+    schedule: str = _field(
+        "budget", "budget: eta from finetune_budget / finetune_lr, finetune_steps steps (ours) | paper: "
+        "the paper's Eq. 4-5 schedule, eta = the target's lr and T = tau (one step per trajectory "
+        "interval); finetune_lr, finetune_budget and finetune_steps are then ignored",
+    )
+    cluster_scale: str = _field(
+        "none", "none: every cluster's synthetic loss has weight 1 (paper) | real_norm: weight "
+        "|D_k| ||g_real_k|| / (mean |D| ||g_syn_k||) at theta_tau, so each fine-tune's first step is the "
+        "budgeted fraction of that cluster's own undo step (cosine matching keeps only the direction)",
+    )
+    hierarchical: bool = _field(
+        False, "DDM-full scores by the hierarchical search (L class deletions, then C cluster deletions "
+        "inside the located class, paper 6.2) instead of the linear datamodel over |P| perturbations",
+    )
     attribute_seed: int = _field(0, "seed of the random perturbations")
 
 
@@ -260,6 +295,18 @@ def validate(config: ExperimentConfig) -> None:
     for name, value in at_least_one.items():
         if value < 1:
             raise ConfigError(f"{name} must be >= 1, got {value}")
+    choices = {"synset_labels": (config.distill.synset_labels, LABEL_MODES),
+               "schedule": (config.attribute.schedule, SCHEDULES),
+               "cluster_scale": (config.attribute.cluster_scale, CLUSTER_SCALES)}
+    for name, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"unknown {name} {value!r}; choose one of: {', '.join(allowed)}")
+    if not 0 <= config.distill.soft_label_init < 1:
+        raise ConfigError(f"soft_label_init must be in [0, 1), got {config.distill.soft_label_init}")
+    if not config.distill.lr_label > 0:
+        raise ConfigError(f"lr_label must be > 0, got {config.distill.lr_label}")
+    if config.distill.converge_tol is not None and not config.distill.converge_tol >= 0:
+        raise ConfigError(f"converge_tol must be >= 0 or None, got {config.distill.converge_tol}")
     if not 0 < config.attribute.removal_rate < 1:
         raise ConfigError(f"removal_rate must be in (0, 1), got {config.attribute.removal_rate}")
 

@@ -38,6 +38,8 @@ SYNSET_SCHEMA = 1
 MODES = ("reverse", "match")
 PAIRINGS = ("alg1", "eq6")
 COS_EPS = 1e-6  # as in the dataset-condensation code: keeps the cosine finite for a zero gradient
+CONVERGE_WINDOW = 25  # steps per window of the convergence test (converge_tol); the loss of one step
+# is that of one randomly drawn checkpoint pair, so a window must span several pairs
 
 Distance = Callable[[Params, Params], Tensor]  # ({name: [K, ...]}, {name: [K, ...]}) -> [K]
 DISTANCES: Registry[Distance] = Registry("gradient distance")
@@ -81,7 +83,8 @@ def mse(real: Params, synthetic: Params) -> Tensor:
 @dataclass(frozen=True)
 class Synset:
     """Synthetic images: images [K * ipc, C, H, W], labels int64 [K * ipc] (the cluster's class),
-    cluster_ids int64 [K * ipc]; ``losses`` is the matching loss per distillation step."""
+    cluster_ids int64 [K * ipc]; ``losses`` is the matching loss per distillation step.
+    ``soft_labels`` [K * ipc, L] (probabilities) when the labels were learned (``synset_labels=soft``)."""
 
     images: Tensor
     labels: Tensor
@@ -90,6 +93,13 @@ class Synset:
     losses: list[float]
     mode: str
     seconds: float
+    soft_labels: Tensor | None = None
+
+    @property
+    def targets(self) -> Tensor:
+        """What the fine-tune's cross-entropy is taken against: the soft labels [K * ipc, L] when
+        learned, else the hard labels int64 [K * ipc]."""
+        return self.labels if self.soft_labels is None else self.soft_labels
 
 
 def checkpoint_pair(mode: str, pairing: str, n_checkpoints: int, step_length: int,
@@ -148,9 +158,19 @@ class RealGradients:
         return torch.cat(picks)
 
 
+def initial_label_logits(labels: Tensor, n_classes: int, own_probability: float) -> Tensor:
+    """Logits [n, L] whose softmax gives ``own_probability`` to each image's class and spreads the
+    rest uniformly over the other classes (0 -> the complementary label, up to a 1e-3 floor)."""
+    own = min(max(own_probability, 1e-3), 1 - 1e-6)
+    logits = torch.zeros(len(labels), n_classes)
+    logits[torch.arange(len(labels)), labels.cpu()] = float(torch.tensor(own * (n_classes - 1) / (1 - own)).log())
+    return logits
+
+
 def distill(target: Target, data: DataSplits, clustering: Clustering, cfg: DistillConfig, *,
             mode: str = "reverse", progress: bool | None = None) -> Synset:
-    """Run ``cfg.distill_steps`` synset updates; returns the synset (on the CPU)."""
+    """Run up to ``cfg.distill_steps`` synset updates (fewer when ``converge_tol`` stops it early);
+    returns the synset (on the CPU)."""
     _validate(cfg, mode, len(target.trajectory))
     device = next(target.model.parameters()).device
     generator = torch.Generator().manual_seed(cfg.distill_seed)
@@ -160,24 +180,49 @@ def distill(target: Target, data: DataSplits, clustering: Clustering, cfg: Disti
     real_grads = RealGradients(target.model, target.trajectory, data.train_x.to(device),
                                data.train_y.to(device), _on(clustering, device), cfg.real_batch, generator)
     lr = cfg.lr_img if mode == "reverse" else cfg.lr_img_match
-    optimizer = torch.optim.SGD([synthetic], lr=lr, momentum=cfg.img_momentum)
+    groups = [{"params": [synthetic], "lr": lr}]
+    label_logits = None
+    if cfg.synset_labels == "soft":
+        label_logits = initial_label_logits(labels, data.info.num_classes, cfg.soft_label_init)
+        label_logits = label_logits.to(device).requires_grad_(True)
+        groups.append({"params": [label_logits], "lr": cfg.lr_label})
+    optimizer = torch.optim.SGD(groups, lr=lr, momentum=cfg.img_momentum)
     distance, sign = DISTANCES[cfg.distance], (-1.0 if mode == "reverse" else 1.0)
     losses, start = [], time.perf_counter()
     for _ in tqdm(range(cfg.distill_steps), desc=f"distill ({mode})", disable=None if progress is None
                   else not progress, leave=False):
         a, b = checkpoint_pair(mode, cfg.pairing, len(target.trajectory), cfg.step_length, generator)
-        loss = matching_loss(target, synthetic, labels, cluster_ids, real_grads(a), b, distance, sign)
+        targets = labels if label_logits is None else label_logits.softmax(-1)
+        loss = matching_loss(target, synthetic, targets, cluster_ids, real_grads(a), b, distance, sign)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
+        if not torch.isfinite(loss.detach()):
+            raise FloatingPointError(f"synset distillation diverged at step {len(losses)} (matching loss "
+                                     f"is not finite); lower lr_img ({lr}) or lr_label ({cfg.lr_label})")
+        if converged(losses, cfg.converge_tol):
+            break
+    soft = None if label_logits is None else label_logits.detach().softmax(-1).cpu()
     return Synset(synthetic.detach().cpu(), labels.cpu(), cluster_ids.cpu(), clustering.n_clusters,
-                  losses, mode, time.perf_counter() - start)
+                  losses, mode, time.perf_counter() - start, soft)
+
+
+def converged(losses: list[float], tol: float | None, window: int = CONVERGE_WINDOW) -> bool:
+    """True once the mean of the last ``window`` losses is less than ``tol`` (a fraction) below the
+    mean of the window before it; never when ``tol`` is None."""
+    if tol is None or len(losses) < 2 * window:
+        return False
+    previous = sum(losses[-2 * window:-window]) / window
+    current = sum(losses[-window:]) / window
+    return previous - current < tol * abs(previous)
 
 
 def matching_loss(target: Target, synthetic: Tensor, labels: Tensor, cluster_ids: Tensor,
                   real_grads: Params, checkpoint: int, distance: Distance, sign: float) -> Tensor:
-    """sum_k Dist(g_r_k, sign * g_s_k) with g_s_k the synthetic gradient at ``checkpoint``."""
+    """sum_k Dist(g_r_k, sign * g_s_k) with g_s_k the synthetic gradient at ``checkpoint``.
+
+    ``labels``: hard int64 [K * ipc] or soft probabilities [K * ipc, L] (differentiable)."""
     params = params_from_flat(target.model, target.trajectory[checkpoint].to(synthetic.device))
     sample_grads = per_sample_gradients(target.model, params, synthetic, labels)
     synthetic_grads = segment_mean(sample_grads, cluster_ids, len(next(iter(real_grads.values()))))
@@ -195,9 +240,10 @@ def all_pairs(mode: str, pairing: str, n_checkpoints: int, step_length: int) -> 
 
 
 def evaluate_matching(target: Target, data: DataSplits, clustering: Clustering, images: Tensor,
-                      cfg: DistillConfig, mode: str) -> float:
+                      cfg: DistillConfig, mode: str, targets: Tensor | None = None) -> float:
     """Matching loss of synthetic ``images`` [K * ipc, ...] averaged over every admissible checkpoint
-    pair (deterministic, unlike the sampled training loss): the number to watch fall."""
+    pair (deterministic, unlike the sampled training loss): the number to watch fall. ``targets``:
+    the synset's labels (soft [K * ipc, L] or hard); None takes the clusters' hard labels."""
     _validate(cfg, mode, len(target.trajectory))
     device = next(target.model.parameters()).device
     generator = torch.Generator().manual_seed(cfg.distill_seed)
@@ -206,6 +252,7 @@ def evaluate_matching(target: Target, data: DataSplits, clustering: Clustering, 
                                data.train_y.to(device), _on(clustering, device), None, generator)
     distance, sign = DISTANCES[cfg.distance], (-1.0 if mode == "reverse" else 1.0)
     pairs = all_pairs(mode, cfg.pairing, len(target.trajectory), cfg.step_length)
+    labels = labels if targets is None else targets
     total = sum(float(matching_loss(target, images.to(device), labels.to(device), cluster_ids.to(device),
                                     real_grads(a), b, distance, sign).detach()) for a, b in pairs)
     return total / len(pairs)
