@@ -160,7 +160,7 @@ def _stages(obj: BenchContext, options: dict[str, Any]):
 @click.pass_obj
 def distill(obj: BenchContext, mode: str, hierarchical: bool, **options: Any) -> None:
     """Distil the synset of every cluster (offline stage) and report time and matching loss."""
-    from ddm.distill import evaluate_matching, get_synset, init_synset
+    from ddm.distill import evaluate_matching, get_synset, init_synset, initial_label_logits
 
     stages = _stages(obj, options)
     config, clustering = stages.config, stages.clustering
@@ -169,7 +169,12 @@ def distill(obj: BenchContext, mode: str, hierarchical: bool, **options: Any) ->
         synset = get_synset(config, stages.target, stages.data, grouping, mode=mode, cache=obj.cache)
         initial, _, _ = init_synset(stages.data.train_x, stages.data.train_y, grouping, config.distill.ipc,
                                     torch_generator(config.distill.distill_seed))
-        before = evaluate_matching(stages.target, stages.data, grouping, initial, config.distill, mode)
+        initial_targets = None  # the clusters' hard labels
+        if config.distill.synset_labels == "soft":
+            initial_targets = initial_label_logits(synset.labels, stages.data.info.num_classes,
+                                                   config.distill.soft_label_init).softmax(-1)
+        before = evaluate_matching(stages.target, stages.data, grouping, initial, config.distill, mode,
+                                   initial_targets)
         after = evaluate_matching(stages.target, stages.data, grouping, synset.images, config.distill, mode,
                                   synset.targets)
         ratio = synset.seconds / stages.target.meta["train_seconds"]
