@@ -45,6 +45,7 @@ from bench.render import PLOTTERS
 from bench.results import Result
 from bench.runner import TARGETS, BenchTarget, CellValues, RunContext, config_summary
 from ddm.attribute import DDMAttributor
+from ddm.config import PAPER_DDM
 from ddm.distill import Synset, all_pairs, init_synset
 from ddm.functional import Params, finetune_batched, params_from_flat, per_cluster_gradients, \
     per_sample_gradients, predict_batched, segment_mean
@@ -52,11 +53,8 @@ from ddm.metrics import locate_score
 from ddm.objectives import to_probabilities
 from ddm.pipeline import Stages, fit_method
 
-# DDM variants on the ladder: overrides of the run's config (its own DDM defaults are "DDM (default)").
-# "paper schedule" is the paper read as written: hard labels, eta = lr, T = tau, Eq. 6 pairing, one
-# checkpoint per epoch, uniform cluster weights, a fixed number of distillation steps.
-PAPER_DDM = {"synset_labels": "hard", "cluster_scale": "none", "schedule": "paper", "pairing": "eq6",
-             "checkpoint_every": 0, "converge_tol": None}
+# DDM variants on the ladder: overrides of the run's config (its own DDM defaults are "DDM (default)";
+# "DDM (paper schedule)" is the paper read as written, ddm.config.PAPER_DDM).
 VARIANTS: dict[str, dict[str, Any]] = {
     "DDM (default)": {},
     "DDM (paper schedule)": PAPER_DDM,

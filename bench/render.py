@@ -115,7 +115,8 @@ def render_markdown(result: Result, scales: dict[str, float] | None = None) -> s
               f"{env.get('torch_version')}, device {env.get('device')} ({env.get('threads')} threads); "
               f"cells computed by code version(s) "
               f"{', '.join(sorted(set(env.get('cells_code_versions', {}).values()))) or '-'}",
-              f"- wall time: {result.wall_seconds:.1f} s (this invocation; cached stages reused), "
+              f"- wall time: {result.wall_seconds:.1f} s (this invocation; cached stages reused; per seed: "
+              f"{', '.join(f'{seed}: {sec:.0f} s' for seed, sec in env.get('seed_seconds', {}).items()) or '-'}), "
               f"{seconds:.1f} s summed over cells when computed", f"- created {result.created}"]
     lines += [f"- {note}" for note in result.notes]
     lines += ["", f"Reproduce: `{reproduce_command(result)}`", ""]

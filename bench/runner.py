@@ -137,8 +137,11 @@ def run_target(name: str, ctx: RunContext, seeds: list[int]) -> Result:
                     notes=target.notes(ctx), n_queries=ctx.n_queries,
                     query_seed_base=ctx.query_seed_base)
     for seed in seeds:
+        seed_start = time.perf_counter()
         cells, series, version = _seed_cells(target, ctx, seed)
         result.environment.setdefault("cells_code_versions", {})[str(seed)] = version
+        # this invocation's wall time per seed (cached stages make a rerun's seeds fast)
+        result.environment.setdefault("seed_seconds", {})[str(seed)] = time.perf_counter() - seed_start
         for row, columns in cells.items():
             for column, numbers in columns.items():
                 numbers = dict(numbers)

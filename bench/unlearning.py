@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.locate import exact_oracle
+from bench.locate import exact_oracle, paper_stages
 from bench.render import PLOTTERS
 from bench.results import Result
 from bench.runner import TARGETS, BenchTarget, CellValues, RunContext, config_summary
@@ -34,7 +34,7 @@ UNLEARNED = "Acc(θτ + whole synset)"
 class Table4(BenchTarget):
     name = "table4"
     title = "Table 4: unlearning everything by fine-tuning on the whole synset (test accuracy, %)"
-    rows = ["Normal", "DDM-match", "DDM"]
+    rows = ["Normal", "DDM-match", "DDM", "DDM (paper schedule)"]
     columns = ["Acc(θ0)", "Acc(θτ)", UNLEARNED]
 
     def notes(self, ctx: RunContext) -> list[str]:
@@ -48,8 +48,9 @@ class Table4(BenchTarget):
         first = 100 * accuracy(stages.target.model_at(0), test_x, test_y)
         last = 100 * accuracy(stages.target.model, test_x, test_y)
         cells: CellValues = {"Normal": {"Acc(θ0)": {"value": first}, "Acc(θτ)": {"value": last}}}
-        for row, method in (("DDM-match", "ddm_match"), ("DDM", "ddm")):
-            attributor = fit_method(method, stages, progress=ctx.progress)
+        for row, method, row_stages in (("DDM-match", "ddm_match", stages), ("DDM", "ddm", stages),
+                                        ("DDM (paper schedule)", "ddm", paper_stages(ctx, seed))):
+            attributor = fit_method(method, row_stages, progress=ctx.progress)
             cells[row] = {UNLEARNED: {"value": 100 * accuracy(attributor.unlearn_all(), test_x, test_y)}}
         return cells, {}
 
@@ -63,7 +64,7 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
 class Figure7(BenchTarget):
     name = "fig7"
     title = "Figure 7: DDM's single-cluster unlearning against exact retraining"
-    rows = ["no unlearning (target)", "DDM-match fine-tune", "DDM fine-tune"]
+    rows = ["no unlearning (target)", "DDM-match fine-tune", "DDM fine-tune", "DDM (paper schedule) fine-tune"]
     columns = ["MSE to exact", "Pearson of effects"]
 
     def notes(self, ctx: RunContext) -> list[str]:
@@ -80,12 +81,14 @@ class Figure7(BenchTarget):
             "MSE to exact": {"value": float(exact.pow(2).mean())},
             "Pearson of effects": {"value": float("nan")}}}
         series: dict[str, Any] = {"exact": exact.flatten().tolist()}
-        for row, method in (("DDM-match fine-tune", "ddm_match"), ("DDM fine-tune", "ddm")):
-            attributor = fit_method(method, stages, progress=ctx.progress)
+        for row, method, row_stages in (("DDM-match fine-tune", "ddm_match", stages),
+                                        ("DDM fine-tune", "ddm", stages),
+                                        ("DDM (paper schedule) fine-tune", "ddm", paper_stages(ctx, seed))):
+            attributor = fit_method(method, row_stages, progress=ctx.progress)
             predicted = attributor.unlearner(singles, oracle.queries.images).double() - oracle.reference
             cells[row] = {"MSE to exact": {"value": float((predicted - exact).pow(2).mean())},
                           "Pearson of effects": {"value": pearson(predicted, exact)}}
-            series[method] = predicted.flatten().tolist()
+            series[row] = predicted.flatten().tolist()
         return cells, series
 
 
@@ -96,13 +99,15 @@ def plot_fig7(result: Result, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     series = result.series[str(result.seeds[0])]
-    figure, axes = plt.subplots(1, 2, figsize=(9, 4), sharey=True)
-    for axis, method in zip(axes, ("ddm_match", "ddm"), strict=True):
-        axis.scatter(series["exact"], series[method], s=2, alpha=0.4)
-        axis.set_title(f"{method}: predicted vs exact effect")
+    rows = [row for row in result.rows[1:] if row in series]
+    figure, axes = plt.subplots(1, len(rows), figsize=(4.5 * len(rows), 4), sharey=True, squeeze=False)
+    for axis, row in zip(axes[0], rows, strict=True):
+        axis.scatter(series["exact"], series[row], s=2, alpha=0.4)
+        axis.set_title(f"{row}: predicted vs exact", fontsize=8)
         axis.set_xlabel("exact change of probability")
         axis.axhline(0, color="grey", lw=0.5)
         axis.axvline(0, color="grey", lw=0.5)
+    axes = axes[0]
     axes[0].set_ylabel("fine-tune change of probability")
     figure.suptitle(f"{result.dataset}, scale {result.scale}, seed {result.seeds[0]}")
     figure.tight_layout()

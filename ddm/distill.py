@@ -38,8 +38,11 @@ SYNSET_SCHEMA = 1
 MODES = ("reverse", "match")
 PAIRINGS = ("alg1", "eq6")
 COS_EPS = 1e-6  # as in the dataset-condensation code: keeps the cosine finite for a zero gradient
-CONVERGE_WINDOW = 25  # steps per window of the convergence test (converge_tol); the loss of one step
-# is that of one randomly drawn checkpoint pair, so a window must span several pairs
+CONVERGE_WINDOW = 25  # steps between two convergence checks (converge_tol). A check evaluates the
+# matching loss over every admissible pair (deterministic); one step's loss is that of one randomly
+# drawn pair, too noisy to compare (on digits small a 25-step window of them stopped at step 50)
+CHECK_PAIRS = 8  # pairs a convergence check evaluates (evenly spaced): all 37 of a dense MNIST-small
+# trajectory cost more than the distillation steps between two checks
 
 Distance = Callable[[Params, Params], Tensor]  # ({name: [K, ...]}, {name: [K, ...]}) -> [K]
 DISTANCES: Registry[Distance] = Registry("gradient distance")
@@ -94,6 +97,7 @@ class Synset:
     mode: str
     seconds: float
     soft_labels: Tensor | None = None
+    checks: list[float] | None = None  # matching loss over the check pairs at step 0 and every CONVERGE_WINDOW steps
 
     @property
     def targets(self) -> Tensor:
@@ -188,12 +192,24 @@ def distill(target: Target, data: DataSplits, clustering: Clustering, cfg: Disti
         groups.append({"params": [label_logits], "lr": cfg.lr_label})
     optimizer = torch.optim.SGD(groups, lr=lr, momentum=cfg.img_momentum)
     distance, sign = DISTANCES[cfg.distance], (-1.0 if mode == "reverse" else 1.0)
+    pairs = check_pairs(all_pairs(mode, cfg.pairing, len(target.trajectory), cfg.step_length))
+
+    def current_targets() -> Tensor:
+        return labels if label_logits is None else label_logits.softmax(-1)
+
+    def check_loss() -> float:
+        with torch.no_grad():
+            targets = current_targets()
+        return sum(float(matching_loss(target, synthetic.detach(), targets, cluster_ids, real_grads(a), b,
+                                       distance, sign).detach()) for a, b in pairs) / len(pairs)
+
     losses, start = [], time.perf_counter()
-    for _ in tqdm(range(cfg.distill_steps), desc=f"distill ({mode})", disable=None if progress is None
-                  else not progress, leave=False):
+    checks = [check_loss()] if cfg.converge_tol is not None else None
+    for step in tqdm(range(cfg.distill_steps), desc=f"distill ({mode})", disable=None if progress is None
+                     else not progress, leave=False):
         a, b = checkpoint_pair(mode, cfg.pairing, len(target.trajectory), cfg.step_length, generator)
-        targets = labels if label_logits is None else label_logits.softmax(-1)
-        loss = matching_loss(target, synthetic, targets, cluster_ids, real_grads(a), b, distance, sign)
+        loss = matching_loss(target, synthetic, current_targets(), cluster_ids, real_grads(a), b, distance,
+                             sign)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -201,21 +217,28 @@ def distill(target: Target, data: DataSplits, clustering: Clustering, cfg: Disti
         if not torch.isfinite(loss.detach()):
             raise FloatingPointError(f"synset distillation diverged at step {len(losses)} (matching loss "
                                      f"is not finite); lower lr_img ({lr}) or lr_label ({cfg.lr_label})")
-        if converged(losses, cfg.converge_tol):
-            break
+        if checks is not None and (step + 1) % CONVERGE_WINDOW == 0:
+            checks.append(check_loss())
+            if converged(checks, cfg.converge_tol):
+                break
     soft = None if label_logits is None else label_logits.detach().softmax(-1).cpu()
     return Synset(synthetic.detach().cpu(), labels.cpu(), cluster_ids.cpu(), clustering.n_clusters,
-                  losses, mode, time.perf_counter() - start, soft)
+                  losses, mode, time.perf_counter() - start, soft, checks)
 
 
-def converged(losses: list[float], tol: float | None, window: int = CONVERGE_WINDOW) -> bool:
-    """True once the mean of the last ``window`` losses is less than ``tol`` (a fraction) below the
-    mean of the window before it; never when ``tol`` is None."""
-    if tol is None or len(losses) < 2 * window:
+def check_pairs(pairs: list[tuple[int, int]], most: int = CHECK_PAIRS) -> list[tuple[int, int]]:
+    """At most ``most`` evenly spaced pairs of ``pairs`` (all of them when there are fewer)."""
+    if len(pairs) <= most:
+        return pairs
+    return [pairs[round(i * (len(pairs) - 1) / (most - 1))] for i in range(most)]
+
+
+def converged(checks: list[float], tol: float | None) -> bool:
+    """True once the last all-pairs matching loss improved on the one before by less than ``tol``
+    (a fraction of it); never when ``tol`` is None."""
+    if tol is None or len(checks) < 2:
         return False
-    previous = sum(losses[-2 * window:-window]) / window
-    current = sum(losses[-window:]) / window
-    return previous - current < tol * abs(previous)
+    return checks[-2] - checks[-1] < tol * abs(checks[-2])
 
 
 def matching_loss(target: Target, synthetic: Tensor, labels: Tensor, cluster_ids: Tensor,

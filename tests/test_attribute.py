@@ -92,7 +92,7 @@ def test_attribute_scores_every_cluster_for_every_query(fitted, digits_data):
         scores = fitted.attribute(queries, objective)
         assert scores.shape == (30, 5) and torch.isfinite(scores).all()
     assert fitted.attribute(queries, "validation").shape == (30, 1)
-    assert fitted.perturbations().shape == (31, 30)
+    assert fitted.perturbations().shape == (1 + 30 + 30, 30)  # all-kept row, |P| = K random, K singles
 
 
 def test_objectives_of_one_query_set_share_one_set_of_finetunes(fitted, digits_data):

@@ -227,8 +227,8 @@ def test_reproduce_command_names_exactly_the_fields_that_differ_from_the_preset(
     from bench.render import reproduce_command
     from ddm.config import preset, with_overrides
 
-    config = with_overrides(preset("smoke", "digits"), width=8, include_singles=True)
+    config = with_overrides(preset("smoke", "digits"), width=8, include_singles=False)
     result = tiny_result(dataset="digits", scale="smoke", config=config.to_dict(), n_queries=4)
     assert reproduce_command(result) == ("ddm-bench run table1 --dataset digits --scale smoke --seeds 2 "
                                          "--queries 4 --set width=8 "
-                                         "--set include_singles=true")
+                                         "--set include_singles=false")

@@ -15,6 +15,7 @@ from ddm.distill import (
     evaluate_matching,
     get_synset,
     init_synset,
+    initial_label_logits,
 )
 from ddm.errors import ConfigError
 from tests.conftest import TINY
@@ -65,19 +66,22 @@ def test_init_synset_uses_real_images_of_each_cluster(tiny_cache, digits_data):
 def test_step_length_longer_than_trajectory_is_rejected(tiny_cache, digits_data, digits_target):
     clustering = get_clustering(TINY, digits_data, cache=tiny_cache, device="cpu", progress=False)
     with pytest.raises(ConfigError, match="step_length"):
-        distill(digits_target, digits_data, clustering, DistillConfig(step_length=9), progress=False)
+        distill(digits_target, digits_data, clustering,
+                DistillConfig(step_length=len(digits_target.trajectory)), progress=False)
 
 
-@pytest.mark.parametrize("mode", ["reverse", "match"])
-def test_matching_loss_falls_during_distillation(tiny_cache, digits_data, digits_target, mode):
-    """Acceptance: the (all-pairs) matching loss of the distilled synset is below its initial value."""
+@pytest.mark.parametrize("mode,labels", [("reverse", "soft"), ("reverse", "hard"), ("match", "hard")])
+def test_matching_loss_falls_during_distillation(tiny_cache, digits_data, digits_target, mode, labels):
+    """Acceptance: the (all-pairs) matching loss of the distilled synset is below its initial value
+    (a soft synset judged with its own labels, before and after)."""
     clustering = get_clustering(TINY, digits_data, cache=tiny_cache, device="cpu", progress=False)
-    cfg = dataclasses.replace(TINY.distill, distill_steps=30)
+    cfg = dataclasses.replace(TINY.distill, distill_steps=30, synset_labels=labels)
     synset = distill(digits_target, digits_data, clustering, cfg, mode=mode, progress=False)
-    initial, _, _ = init_synset(digits_data.train_x, digits_data.train_y, clustering, cfg.ipc,
-                                torch.Generator().manual_seed(cfg.distill_seed))
-    before = evaluate_matching(digits_target, digits_data, clustering, initial, cfg, mode)
-    after = evaluate_matching(digits_target, digits_data, clustering, synset.images, cfg, mode)
+    initial, hard, _ = init_synset(digits_data.train_x, digits_data.train_y, clustering, cfg.ipc,
+                                   torch.Generator().manual_seed(cfg.distill_seed))
+    start = initial_label_logits(hard, 10, cfg.soft_label_init).softmax(-1) if labels == "soft" else None
+    before = evaluate_matching(digits_target, digits_data, clustering, initial, cfg, mode, start)
+    after = evaluate_matching(digits_target, digits_data, clustering, synset.images, cfg, mode, synset.targets)
     assert after < 0.97 * before, (before, after)
     assert len(synset.losses) == 30 and not torch.equal(synset.images, initial)
 

@@ -7,7 +7,7 @@ from ddm.cache import ArtifactCache, CacheEntry
 from ddm.config import preset, with_overrides
 from ddm.target import get_target
 
-TINY = with_overrides(preset("smoke", "digits"), epochs=3, width=8, n_per_class=20)
+TINY = with_overrides(preset("smoke", "digits"), epochs=3, width=8, n_per_class=20, checkpoint_every=0)
 
 
 def test_trains_once_then_reuses(tmp_path):
