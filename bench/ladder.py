@@ -19,7 +19,8 @@ change to DDM shows which step it moved:
 Diagnostic columns for every synset: ``own-pair cos``, the cosine between ``sign * grad L(theta_b;
 S_k)`` and ``grad L(theta_a; D_k)`` over the checkpoint pairs it was distilled on (sign -1 for
 reverse matching; the objective it minimizes, 1 = perfect); ``undo cos``, the cosine at theta_tau
-between the first step of the rung's fine-tune (``-grad L(theta_tau; S_k)``; ascent for DDM-match) and the undo direction; ``norm ratio``,
+between the first step of the rung's fine-tune (``-grad L(theta_tau; S_k)``; ascent for DDM-match)
+and the undo direction; ``norm ratio``,
 the median over clusters of the fine-tune's first-order step norm (eta * T * weight * ||g_syn||) over
 the undo step's norm, and ``norm rank``, the Spearman over clusters between those two norms (does the
 fine-tune's size track the cluster's real contribution?).
@@ -45,25 +46,39 @@ from bench.render import PLOTTERS
 from bench.results import Result
 from bench.runner import TARGETS, BenchTarget, CellValues, RunContext, config_summary
 from ddm.attribute import DDMAttributor
-from ddm.config import PAPER_DDM
+from ddm.config import DENSE_CHECKPOINTS, PAPER_DDM, SMALL_LR_IMG
 from ddm.distill import Synset, all_pairs, init_synset
-from ddm.functional import Params, finetune_batched, params_from_flat, per_cluster_gradients, \
-    per_sample_gradients, predict_batched, segment_mean
+from ddm.functional import (
+    Params,
+    finetune_batched,
+    params_from_flat,
+    per_cluster_gradients,
+    per_sample_gradients,
+    predict_batched,
+    segment_mean,
+)
 from ddm.metrics import locate_score
 from ddm.objectives import to_probabilities
 from ddm.pipeline import Stages, fit_method
 
-# DDM variants on the ladder: overrides of the run's config (its own DDM defaults are "DDM (default)";
-# "DDM (paper schedule)" is the paper read as written, ddm.config.PAPER_DDM).
+# DDM variants on the ladder, as overrides of the run's config ("DDM (default)" is the config itself).
+# The first rows walk from the previous default to the current one, one change at a time; the last
+# rows take one choice of the default back (or push it further), each alone.
+PREVIOUS_DDM = {"synset_labels": "hard", "lr_img": 1.0, "checkpoint_every": 0, "cluster_scale": "none",
+                "include_singles": False}
 VARIANTS: dict[str, dict[str, Any]] = {
-    "DDM (default)": {},
     "DDM (paper schedule)": PAPER_DDM,
-    "DDM hard labels": {"synset_labels": "hard", "cluster_scale": "none", "schedule": "budget"},
-    "DDM hard labels + real_norm": {"synset_labels": "hard", "cluster_scale": "real_norm",
-                                    "schedule": "budget"},
-    "DDM soft labels": {"synset_labels": "soft", "cluster_scale": "none", "schedule": "budget"},
-    "DDM soft labels + real_norm": {"synset_labels": "soft", "cluster_scale": "real_norm",
-                                    "schedule": "budget"},
+    "DDM (previous default)": PREVIOUS_DDM,
+    "+ soft labels": {**PREVIOUS_DDM, "synset_labels": "soft", "lr_img": SMALL_LR_IMG},
+    "+ dense trajectory": {**PREVIOUS_DDM, "synset_labels": "soft", "lr_img": SMALL_LR_IMG,
+                           "checkpoint_every": DENSE_CHECKPOINTS},
+    "+ real_norm scale": {**PREVIOUS_DDM, "synset_labels": "soft", "lr_img": SMALL_LR_IMG,
+                          "checkpoint_every": DENSE_CHECKPOINTS, "cluster_scale": "real_norm"},
+    "DDM (default)": {},
+    "default, hard labels": {"synset_labels": "hard"},
+    "default, no distillation": {"distill_steps": 0},
+    "default, converged distillation": {"distill_steps": 500, "converge_tol": 0.01},
+    "default, hierarchical": {"hierarchical": True},
 }
 IDEAL_RUNGS = ["exact retraining", "first order: undo at θτ", "first order: perfect reverse matching",
                "fine-tune: ascent on the real cluster", "first order: one real image, ascent, rescaled",
@@ -81,7 +96,8 @@ def flatten(params: Params) -> Tensor:
 
 def rescale(direction: Tensor, reference: Tensor) -> Tensor:
     """Rows of ``direction`` [K, P] with the norms of the rows of ``reference`` [K, P]."""
-    return direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-30) * reference.norm(dim=1, keepdim=True)
+    norms = direction.norm(dim=1, keepdim=True).clamp_min(1e-30)
+    return direction / norms * reference.norm(dim=1, keepdim=True)
 
 
 def row_cosine(a: Tensor, b: Tensor) -> Tensor:
@@ -113,7 +129,8 @@ class LadderState:
         self.model = self.target.model
         self.device = next(self.model.parameters()).device
         self.params = {name: p.detach() for name, p in self.model.named_parameters()}
-        self.jacobian = query_jacobian(self.model, self.params, self.oracle.queries.images.to(self.device)).cpu()
+        queries = self.oracle.queries.images.to(self.device)
+        self.jacobian = query_jacobian(self.model, self.params, queries).cpu()
         self.sizes = self.clustering.sizes().double()
         train = stages.config.train
         self.undo = train.lr * train.epochs / train.batch_size * self.cluster_sums(self.target, -1)
@@ -149,8 +166,11 @@ class LadderState:
         return flatten(grads).double().cpu()
 
     def score(self, scores: Tensor) -> dict[str, dict[str, float]]:
-        """normalized Dist1 and Spearman of Dist1 scores [K, n_q]."""
-        located = locate_score(scores, self.oracle.exact("dist1"))
+        """normalized Dist1 and Spearman of Dist1 scores [K, n_q] (the oracle's shape, checked)."""
+        exact = self.oracle.exact("dist1")
+        if scores.shape != exact.shape:
+            raise ValueError(f"a rung scored {tuple(scores.shape)}, the oracle {tuple(exact.shape)}")
+        located = locate_score(scores, exact)
         return {"normalized": {"value": located.normalized}, "spearman": {"value": located.spearman}}
 
     def score_first_order(self, delta: Tensor) -> dict[str, dict[str, float]]:
@@ -241,12 +261,15 @@ class Ladder(BenchTarget):
     columns = COLUMNS
 
     def notes(self, ctx: RunContext) -> list[str]:
-        variants = "; ".join(f"{name}: {overrides or 'the run config'}" for name, overrides in VARIANTS.items())
+        variants = "; ".join(f"{name}: {overrides or 'the run config'}"
+                             for name, overrides in VARIANTS.items())
+        dense = f"checkpoint_every {DENSE_CHECKPOINTS}"
         return [f"config: {config_summary(ctx.config)}; {ctx.n_queries} queries per seed",
                 "normalized: Dist1 of the located cluster, (method - random) / (oracle - random); spearman: "
                 "per query over the K clusters, against exact same-seed retraining",
                 "diagnostic columns: see bench/ladder.py; own-pair cos should approach 1",
-                f"variants (overrides of the run config): {variants}"]
+                f"variants (overrides of the run config; '+' rows add one change to the row above, "
+                f"{dense} being the preset's dense trajectory): {variants}"]
 
     def run_seed(self, ctx: RunContext, seed: int) -> tuple[CellValues, dict[str, Any]]:
         stages = ctx.stages(ctx.seeded(seed))
@@ -280,7 +303,8 @@ def plot_ladder(result: Result, path: Path) -> None:
         axis.set_title(f"{column} (Dist1, against exact retraining)", fontsize=9)
     axes[0].set_yticks(range(len(rows)), rows, fontsize=7)
     axes[0].invert_yaxis()
-    figure.suptitle(f"signal ladder: {result.dataset}, scale {result.scale}, seeds {result.seeds}", fontsize=9)
+    figure.suptitle(f"signal ladder: {result.dataset}, scale {result.scale}, seeds {result.seeds}",
+                    fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

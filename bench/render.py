@@ -111,12 +111,16 @@ def render_markdown(result: Result, scales: dict[str, float] | None = None) -> s
         lines += ["Secondary numbers (means over seeds): " + "; ".join(
             text for name, text in EXTRA_TEXT.items() if name in extra[0]) + ".", ""] + extra + [""]
     query_seeds = [seed + result.query_seed_base for seed in result.seeds]
-    lines += [f"- seeds: {result.seeds}" + (f" (query seeds {query_seeds})" if result.query_seed_base else ""), f"- code version: `{env.get('code_version')}`, torch "
+    seeds_line = f"- seeds: {result.seeds}"
+    if result.query_seed_base:
+        seeds_line += f" (query seeds {query_seeds})"
+    per_seed = ", ".join(f"{seed}: {sec:.0f} s" for seed, sec in env.get("seed_seconds", {}).items()) or "-"
+    lines += [seeds_line, f"- code version: `{env.get('code_version')}`, torch "
               f"{env.get('torch_version')}, device {env.get('device')} ({env.get('threads')} threads); "
               f"cells computed by code version(s) "
               f"{', '.join(sorted(set(env.get('cells_code_versions', {}).values()))) or '-'}",
               f"- wall time: {result.wall_seconds:.1f} s (this invocation; cached stages reused; per seed: "
-              f"{', '.join(f'{seed}: {sec:.0f} s' for seed, sec in env.get('seed_seconds', {}).items()) or '-'}), "
+              f"{per_seed}), "
               f"{seconds:.1f} s summed over cells when computed", f"- created {result.created}"]
     lines += [f"- {note}" for note in result.notes]
     lines += ["", f"Reproduce: `{reproduce_command(result)}`", ""]

@@ -64,7 +64,8 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
 class Figure7(BenchTarget):
     name = "fig7"
     title = "Figure 7: DDM's single-cluster unlearning against exact retraining"
-    rows = ["no unlearning (target)", "DDM-match fine-tune", "DDM fine-tune", "DDM (paper schedule) fine-tune"]
+    rows = ["no unlearning (target)", "DDM-match fine-tune", "DDM fine-tune",
+            "DDM (paper schedule) fine-tune"]
     columns = ["MSE to exact", "Pearson of effects"]
 
     def notes(self, ctx: RunContext) -> list[str]:

@@ -145,6 +145,22 @@ def test_table1_cells_are_sane(ran_all):
 
 
 @pytest.mark.slow
+def test_ladder_invariants(ran_all):
+    """The exact rung is the oracle (1.0 on both scores); every rung ran (each checked its scores
+    against the oracle's shape in bench.ladder); synset diagnostics are cosines."""
+    root, _ = ran_all
+    data = json.loads((root / "results" / "ladder" / "digits" / "smoke" / "ladder.json").read_text())
+    exact = data["cells"]["exact retraining"]
+    assert exact["normalized"]["values"] == [1.0, 1.0] and exact["spearman"]["values"] == [1.0, 1.0]
+    assert set(data["rows"]) <= set(data["cells"])
+    for row, cells in data["cells"].items():
+        for name in ("own-pair cos", "undo cos"):
+            if name in cells:
+                assert all(-1 - 1e-9 <= v <= 1 + 1e-9 for v in cells[name]["values"]), (row, name)
+    assert (root / "tables" / "ladder_digits_smoke.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
 def test_figures_are_rendered_as_png(ran_all):
     root, _ = ran_all
     for figure in ("fig3", "fig4", "fig6", "fig7", "fig8"):

@@ -81,7 +81,8 @@ def test_matching_loss_falls_during_distillation(tiny_cache, digits_data, digits
                                    torch.Generator().manual_seed(cfg.distill_seed))
     start = initial_label_logits(hard, 10, cfg.soft_label_init).softmax(-1) if labels == "soft" else None
     before = evaluate_matching(digits_target, digits_data, clustering, initial, cfg, mode, start)
-    after = evaluate_matching(digits_target, digits_data, clustering, synset.images, cfg, mode, synset.targets)
+    after = evaluate_matching(digits_target, digits_data, clustering, synset.images, cfg, mode,
+                              synset.targets)
     assert after < 0.97 * before, (before, after)
     assert len(synset.losses) == 30 and not torch.equal(synset.images, initial)
 

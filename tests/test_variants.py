@@ -74,8 +74,8 @@ def test_unlearner_fine_tunes_on_soft_labels_with_cluster_weights(digits_target)
 
 def test_real_norm_weights_make_each_first_step_track_its_cluster(tiny_cache, digits_data, digits_target):
     clustering = get_clustering(TINY, digits_data, cache=tiny_cache, device="cpu", progress=False)
-    synset = distill(digits_target, digits_data, clustering, dataclasses.replace(TINY.distill, distill_steps=2),
-                     progress=False)
+    cfg = dataclasses.replace(TINY.distill, distill_steps=2)
+    synset = distill(digits_target, digits_data, clustering, cfg, progress=False)
     assert cluster_weights(digits_target, digits_data, clustering, synset, "none") is None
     weights = cluster_weights(digits_target, digits_data, clustering, synset, "real_norm")
     assert weights.shape == (clustering.n_clusters,) and (weights > 0).all()
@@ -110,7 +110,8 @@ def test_hierarchical_scores_argmax_is_the_hierarchical_pick():
     def clusters(keep):  # one deletion per row: output of the removed cluster
         return cluster_out[(~keep).float().argmax(1)]
 
-    result = hierarchical_search(lambda keep: class_out, clusters, n_classes, per_class, reference, labels, dist1)
+    result = hierarchical_search(lambda keep: class_out, clusters, n_classes, per_class, reference, labels,
+                                 dist1)
     assert result.scores.shape == (n_classes * per_class, n_q)
     assert torch.equal(result.scores.argmax(0), result.clusters)
     assert torch.equal(result.clusters // per_class, result.classes)
