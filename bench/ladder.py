@@ -42,7 +42,7 @@ from torch import Tensor
 from torch.func import functional_call, jacrev
 
 from bench.locate import exact_oracle
-from bench.render import PLOTTERS
+from bench.render import PLOTTERS, save_figure
 from bench.results import Result
 from bench.runner import TARGETS, BenchTarget, CellValues, RunContext, config_summary
 from ddm.attribute import DDMAttributor
@@ -303,11 +303,7 @@ def plot_ladder(result: Result, path: Path) -> None:
         axis.set_title(f"{column} (Dist1, against exact retraining)", fontsize=9)
     axes[0].set_yticks(range(len(rows)), rows, fontsize=7)
     axes[0].invert_yaxis()
-    figure.suptitle(f"signal ladder: {result.dataset}, scale {result.scale}, seeds {result.seeds}",
-                    fontsize=9)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, path, f"signal ladder: {result.dataset}, scale {result.scale}, seeds {result.seeds}")
 
 
 PLOTTERS["ladder"] = plot_ladder

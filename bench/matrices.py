@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bench.render import PLOTTERS
+from bench.render import PLOTTERS, save_figure
 from bench.results import Result
 from bench.runner import TARGETS, BenchTarget, CellValues, RunContext, config_summary
 from ddm.pipeline import fit_method, select_queries
@@ -106,11 +106,8 @@ def plot_matrices(result: Result, path: Path) -> None:
         axis.set_title(row, fontsize=9)
         axis.set_xlabel("output class")
         axis.set_ylabel("training class")
-    figure.suptitle(f"{result.title}\n{result.dataset}, scale {result.scale}, seed {result.seeds[0]}",
-                    fontsize=9)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    title = f"{result.title}\n{result.dataset}, scale {result.scale}, seed {result.seeds[0]}"
+    save_figure(figure, path, title, dpi=110)
 
 
 PLOTTERS["fig3"] = plot_matrices

@@ -25,6 +25,16 @@ EXTRA_TEXT = {
 EXTRA_ORDER = tuple(EXTRA_TEXT)
 
 
+def save_figure(figure, path: Path, title: str, dpi: int = 120) -> None:
+    """Title, lay out, write the PNG and free the figure (every plotter ends this way)."""
+    import matplotlib.pyplot as plt
+
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=dpi)
+    plt.close(figure)
+
+
 def _number(value: float | None, scale: float = 1.0, digits: int = 3) -> str:
     if value is None or not math.isfinite(value):
         return "-"
