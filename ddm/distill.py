@@ -97,7 +97,8 @@ class Synset:
     mode: str
     seconds: float
     soft_labels: Tensor | None = None
-    checks: list[float] | None = None  # matching loss over the check pairs at step 0 and every CONVERGE_WINDOW steps
+    # matching loss over the check pairs at step 0 and every CONVERGE_WINDOW steps (converge_tol set)
+    checks: list[float] | None = None
 
     @property
     def targets(self) -> Tensor:
@@ -167,7 +168,8 @@ def initial_label_logits(labels: Tensor, n_classes: int, own_probability: float)
     rest uniformly over the other classes (0 -> the complementary label, up to a 1e-3 floor)."""
     own = min(max(own_probability, 1e-3), 1 - 1e-6)
     logits = torch.zeros(len(labels), n_classes)
-    logits[torch.arange(len(labels)), labels.cpu()] = float(torch.tensor(own * (n_classes - 1) / (1 - own)).log())
+    own_logit = float(torch.tensor(own * (n_classes - 1) / (1 - own)).log())
+    logits[torch.arange(len(labels)), labels.cpu()] = own_logit
     return logits
 
 
