@@ -3,11 +3,12 @@
 import pytest
 import torch
 
+from bench.ladder import PREVIOUS_DDM
 from ddm.attribute import DDMAttributor, DDMMatchAttributor, SynsetUnlearner, hierarchical_search
 from ddm.attributor import METHODS, Queries
 from ddm.cache import ArtifactCache
 from ddm.cluster import get_clustering
-from ddm.config import preset
+from ddm.config import preset, with_overrides
 from ddm.datamodel import Datamodel
 from ddm.distill import Synset
 from ddm.functional import finetune_one, model_params
@@ -127,11 +128,14 @@ def test_methods_registry_has_both_ddm_variants():
 
 
 @pytest.mark.slow
-def test_whole_reverse_synset_unlearns_far_more_than_gradient_matching(tmp_path):
+def test_whole_hard_label_reverse_synset_unlearns_far_more_than_gradient_matching(tmp_path):
     """Acceptance (paper Table 4): fine-tuning theta_tau on the whole reverse-matched synset lowers
-    test accuracy far more than the gradient-matching synset. Measured at smoke scale on digits:
-    reverse 0.772, match 0.969 (theta_tau 0.967); threshold: at least 0.15 apart."""
-    config = preset("smoke", "digits")
+    test accuracy far more than the gradient-matching synset, with hard labels and the budgeted
+    fine-tune (the previous default, bench.ladder.PREVIOUS_DDM). Measured at smoke scale on digits:
+    reverse 0.772, match 0.969 (theta_tau 0.967); threshold: at least 0.15 apart. Under the paper's
+    schedule both synsets wreck the model (reverse 0.18, match 0.09); the current default's fine-tune
+    stays linear and unlearns neither (MNIST small Table 4: 95.6 % against 96.3 %)."""
+    config = with_overrides(preset("smoke", "digits"), **PREVIOUS_DDM)
     cache = ArtifactCache(tmp_path)
     data = load_data(config)
     target = get_target(config, data=data, cache=cache, device="cpu", progress=False)
