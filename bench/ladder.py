@@ -45,17 +45,16 @@ from bench.locate import exact_oracle
 from bench.render import PLOTTERS, save_figure
 from bench.results import Result
 from bench.runner import TARGETS, BenchTarget, CellValues, RunContext, config_summary
-from ddm.attribute import DDMAttributor
+from ddm.attribute import DDMAttributor, synthetic_gradients
 from ddm.config import DENSE_CHECKPOINTS, PAPER_DDM, SMALL_LR_IMG
 from ddm.distill import Synset, all_pairs, init_synset
 from ddm.functional import (
     Params,
     finetune_batched,
+    flat_rows,
     params_from_flat,
     per_cluster_gradients,
-    per_sample_gradients,
     predict_batched,
-    segment_mean,
 )
 from ddm.metrics import locate_score
 from ddm.objectives import to_probabilities
@@ -87,11 +86,6 @@ VARIANT_RUNGS = ("first order, rescaled", "single fine-tunes", "full")
 COLUMNS = ["normalized", "spearman", "own-pair cos", "undo cos", "norm ratio", "norm rank"]
 MAX_PAIRS = 8  # checkpoint pairs the own-pair cosine averages over (evenly spaced when there are more)
 FINETUNE_CHUNK = 8  # models per vectorized ascent fine-tune on real clusters
-
-
-def flatten(params: Params) -> Tensor:
-    """{name: [K, ...]} -> [K, P] in the model's parameter order."""
-    return torch.cat([value.flatten(1) for value in params.values()], 1)
 
 
 def rescale(direction: Tensor, reference: Tensor) -> Tensor:
@@ -145,7 +139,7 @@ class LadderState:
         grads = per_cluster_gradients(target.model, params, self.data.train_x.to(self.device),
                                       self.data.train_y.to(self.device), self.clustering.cluster_ids,
                                       self.clustering.n_clusters)
-        return flatten(grads).double().cpu()
+        return flat_rows(grads).double().cpu()
 
     def trajectory_undo(self) -> Tensor:
         """lr / B * sum_t (epochs between checkpoints t and t+1) * sum_{i in D_k} grad l_i(theta_t)."""
@@ -159,11 +153,7 @@ class LadderState:
     def synthetic_means(self, target: Any, synset: Synset, checkpoint: int) -> Tensor:
         """Gradient of each cluster's synthetic mean loss at a checkpoint: [K, P] (CPU, float64)."""
         params = params_from_flat(target.model, target.trajectory[checkpoint].to(self.device))
-        per_image = per_sample_gradients(target.model, params, synset.images.to(self.device),
-                                         synset.targets.to(self.device))
-        grads = segment_mean({name: g.detach() for name, g in per_image.items()},
-                             synset.cluster_ids.to(self.device), synset.n_clusters)
-        return flatten(grads).double().cpu()
+        return flat_rows(synthetic_gradients(target.model, params, synset)).double().cpu()
 
     def score(self, scores: Tensor) -> dict[str, dict[str, float]]:
         """normalized Dist1 and Spearman of Dist1 scores [K, n_q] (the oracle's shape, checked)."""
@@ -199,7 +189,7 @@ def ascent_on_real(state: LadderState, lr: float, steps: int) -> Tensor:
     return ((removed - state.oracle.reference) ** 2).sum(-1)
 
 
-def ideal_rows(state: LadderState, ddm: DDMAttributor, seed: int) -> CellValues:
+def ideal_rows(state: LadderState, ddm: DDMAttributor) -> CellValues:
     """The oracle and the idealized rungs (real data, perfect matching, first order)."""
     exact = state.oracle.exact("dist1")
     cells: CellValues = {"exact retraining": state.score(exact),
@@ -276,7 +266,7 @@ class Ladder(BenchTarget):
         state = LadderState(ctx, stages, seed)
         seconds: dict[str, float] = {}
         start = time.perf_counter()
-        cells = ideal_rows(state, fit_method("ddm", stages, progress=ctx.progress), seed)
+        cells = ideal_rows(state, fit_method("ddm", stages, progress=ctx.progress))
         seconds["ideal rungs"] = time.perf_counter() - start
         for name, overrides in VARIANTS.items():
             start = time.perf_counter()

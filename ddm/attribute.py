@@ -25,6 +25,7 @@ from ddm.datamodel import Datamodel, fit_datamodel, perturbation_weights, sample
 from ddm.distill import Synset, get_synset
 from ddm.functional import (
     finetune_batched,
+    flat_rows,
     model_params,
     per_cluster_gradients,
     per_sample_gradients,
@@ -81,18 +82,18 @@ def cluster_weights(target: Target, data: DataSplits, clustering: Clustering, sy
     cluster_ids = clustering.cluster_ids.to(device)
     real = per_cluster_gradients(target.model, params, data.train_x.to(device), data.train_y.to(device),
                                  cluster_ids, clustering.n_clusters)
-    per_image = per_sample_gradients(target.model, params, synset.images.to(device),
-                                     synset.targets.to(device))
-    synthetic = segment_mean({name: g.detach() for name, g in per_image.items()},
-                             synset.cluster_ids.to(device), synset.n_clusters)
+    synthetic = synthetic_gradients(target.model, params, synset)
     sizes = clustering.sizes().to(device=device, dtype=torch.float32)
-    ratio = flat_norms(real) / flat_norms(synthetic).clamp_min(1e-12)
+    ratio = flat_rows(real).norm(dim=1) / flat_rows(synthetic).norm(dim=1).clamp_min(1e-12)
     return (sizes / sizes.mean() * ratio).cpu()
 
 
-def flat_norms(grads: dict[str, Tensor]) -> Tensor:
-    """L2 norm of each row's whole gradient: {name: [K, ...]} -> [K]."""
-    return torch.cat([g.flatten(1) for g in grads.values()], 1).norm(dim=1)
+def synthetic_gradients(model: nn.Module, params: dict[str, Tensor], synset: Synset) -> dict[str, Tensor]:
+    """Gradient of each cluster's mean synthetic loss at ``params`` (detached): {name: [K, ...]}."""
+    device = next(iter(params.values())).device
+    per_image = per_sample_gradients(model, params, synset.images.to(device), synset.targets.to(device))
+    return segment_mean({name: g.detach() for name, g in per_image.items()},
+                        synset.cluster_ids.to(device), synset.n_clusters)
 
 
 class SynsetUnlearner:

@@ -90,6 +90,11 @@ def segment_mean(values: Params, segment_ids: Tensor, n_segments: int) -> Params
     return out
 
 
+def flat_rows(params: Params) -> Tensor:
+    """Every row of stacked parameters as one vector: {name: [K, ...]} -> [K, P] (parameter order)."""
+    return torch.cat([value.flatten(1) for value in params.values()], 1)
+
+
 def stack_params(params: Params, copies: int) -> Params:
     """``copies`` identical rows of every parameter: {name: [copies, *shape]}."""
     return {name: value.unsqueeze(0).expand(copies, *value.shape).clone()
