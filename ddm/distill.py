@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from ddm.cache import ArtifactCache, torch_bytes
@@ -31,7 +32,7 @@ from ddm.data import DataSplits
 from ddm.errors import ConfigError
 from ddm.functional import Params, params_from_flat, per_cluster_gradients, per_sample_gradients, segment_mean
 from ddm.registry import Registry
-from ddm.target import Target
+from ddm.target import Target, weights_key
 
 SYNSET_KIND = "synset"
 SYNSET_SCHEMA = 1
@@ -131,29 +132,59 @@ def init_synset(images: Tensor, labels: Tensor, clustering: Clustering, ipc: int
     return images[rows].clone(), labels[rows].clone(), cluster_ids
 
 
+# Per-cluster real gradients are shared within a process by (target weights, clustering, checkpoint
+# step, device): the default synset, the DDM-match synset, the paper-schedule synset (its per-epoch
+# checkpoints are steps of the dense trajectory) and the fine-tune's cluster weights all need them,
+# and they were most of a cold MNIST-small Table 1's distillation time. Bounded in bytes, LRU.
+SHARED_GRADIENT_BYTES = 2 * 2**30
+_SHARED_GRADIENTS: OrderedDict[tuple, Params] = OrderedDict()
+
+
+def _share(key: tuple, grads: Params) -> None:
+    _SHARED_GRADIENTS[key] = grads
+    total = sum(map(_nbytes, _SHARED_GRADIENTS.values()))
+    while total > SHARED_GRADIENT_BYTES and len(_SHARED_GRADIENTS) > 1:
+        total -= _nbytes(_SHARED_GRADIENTS.popitem(last=False)[1])
+
+
+def _nbytes(grads: Params) -> int:
+    return sum(g.numel() * g.element_size() for g in grads.values())
+
+
 class RealGradients:
-    """Per-cluster real gradients at trajectory checkpoints, computed once per checkpoint.
+    """Per-cluster real gradients at trajectory checkpoints, each computed once per process.
 
     With ``real_batch`` set, each call draws that many real images per cluster instead (no caching).
     """
 
-    def __init__(self, model: nn.Module, trajectory: Tensor, images: Tensor, labels: Tensor,
-                 clustering: Clustering, real_batch: int | None, generator: torch.Generator) -> None:
-        self.model, self.trajectory = model, trajectory
+    def __init__(self, target: Target, images: Tensor, labels: Tensor, clustering: Clustering,
+                 real_batch: int | None, generator: torch.Generator) -> None:
+        self.model, self.trajectory, self.steps = target.model, target.trajectory, target.checkpoint_steps
         self.images, self.labels, self.clustering = images, labels, clustering
         self.real_batch, self.generator = real_batch, generator
+        # a hand-built clustering has no key: its gradients stay with this object
+        self.prefix = ((weights_key(target.config), clustering.key, str(images.device)) if clustering.key
+                       else None)
         self.cached: dict[int, Params] = {}
 
     def __call__(self, checkpoint: int) -> Params:
-        if self.real_batch is None and checkpoint in self.cached:
-            return self.cached[checkpoint]
+        if self.real_batch is not None:
+            return self._compute(checkpoint)
+        key = None if self.prefix is None else (*self.prefix, self.steps[checkpoint])
+        if key is not None and key in _SHARED_GRADIENTS:
+            _SHARED_GRADIENTS.move_to_end(key)
+            return _SHARED_GRADIENTS[key]
+        if checkpoint not in self.cached:
+            self.cached[checkpoint] = self._compute(checkpoint)
+            if key is not None:
+                _share(key, self.cached[checkpoint])
+        return self.cached[checkpoint]
+
+    def _compute(self, checkpoint: int) -> Params:
         params = params_from_flat(self.model, self.trajectory[checkpoint].to(self.images.device))
         rows = self._rows()
-        grads = per_cluster_gradients(self.model, params, self.images[rows], self.labels[rows],
-                                      self.clustering.cluster_ids[rows], self.clustering.n_clusters)
-        if self.real_batch is None:
-            self.cached[checkpoint] = grads
-        return grads
+        return per_cluster_gradients(self.model, params, self.images[rows], self.labels[rows],
+                                     self.clustering.cluster_ids[rows], self.clustering.n_clusters)
 
     def _rows(self) -> Tensor:
         if self.real_batch is None:
@@ -183,7 +214,7 @@ def distill(target: Target, data: DataSplits, clustering: Clustering, cfg: Disti
     images, labels, cluster_ids = init_synset(data.train_x, data.train_y, clustering, cfg.ipc, generator)
     synthetic = images.to(device).requires_grad_(True)
     labels, cluster_ids = labels.to(device), cluster_ids.to(device)
-    real_grads = RealGradients(target.model, target.trajectory, data.train_x.to(device),
+    real_grads = RealGradients(target, data.train_x.to(device),
                                data.train_y.to(device), _on(clustering, device), cfg.real_batch, generator)
     lr = cfg.lr_img if mode == "reverse" else cfg.lr_img_match
     groups = [{"params": [synthetic], "lr": lr}]
@@ -273,7 +304,7 @@ def evaluate_matching(target: Target, data: DataSplits, clustering: Clustering, 
     device = next(target.model.parameters()).device
     generator = torch.Generator().manual_seed(cfg.distill_seed)
     _, labels, cluster_ids = init_synset(data.train_x, data.train_y, clustering, cfg.ipc, generator)
-    real_grads = RealGradients(target.model, target.trajectory, data.train_x.to(device),
+    real_grads = RealGradients(target, data.train_x.to(device),
                                data.train_y.to(device), _on(clustering, device), None, generator)
     distance, sign = DISTANCES[cfg.distance], (-1.0 if mode == "reverse" else 1.0)
     pairs = all_pairs(mode, cfg.pairing, len(target.trajectory), cfg.step_length)

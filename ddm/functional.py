@@ -58,14 +58,25 @@ def per_sample_gradients(model: nn.Module, params: Params, images: Tensor,
 
 
 def per_cluster_gradients(model: nn.Module, params: Params, images: Tensor, labels: Tensor,
-                          cluster_ids: Tensor, n_clusters: int, chunk: int = 64) -> Params:
-    """Gradient of every cluster's mean loss, without a Python loop over clusters.
+                          cluster_ids: Tensor, n_clusters: int, chunk: int = 64,
+                          method: str = "auto") -> Params:
+    """Gradient of every cluster's mean loss: {name: [K, *shape]} (zeros for an empty cluster).
 
-    Per-sample gradients of ``chunk`` samples at a time are summed into their cluster by
-    ``index_add_`` (a segment sum) and divided by the cluster sizes. Small chunks stay in cache:
-    on 2 CPU cores chunks of 64 ran 2x faster than 512 (ConvNet width 32, MNIST).
-    images [N, C, H, W], labels int64 [N], cluster_ids int64 [N] in [0, K) -> {name: [K, *shape]}.
+    images [N, C, H, W], labels int64 [N], cluster_ids int64 [N] in [0, K). Two exact paths:
+    - ``vmap``: per-sample gradients of ``chunk`` samples at a time, summed into their cluster by
+      ``index_add_`` (a segment sum) and divided by the cluster sizes; no Python loop over clusters
+      (the GPU path).
+    - ``loop``: one autograd backward of each cluster's mean loss. On 2 CPU cores (ConvNet width 32,
+      MNIST small, N = 2000, K = 100) it took 1.3 s against the vmap path's 3.0 s, which
+      materializes and segment-sums N per-sample gradients.
+    ``auto`` takes ``loop`` on the CPU and ``vmap`` elsewhere; the two agree to float tolerance.
     """
+    if method == "auto":
+        method = "loop" if images.device.type == "cpu" else "vmap"
+    if method == "loop":
+        return _per_cluster_loop(model, params, images, labels, cluster_ids, n_clusters)
+    if method != "vmap":
+        raise ValueError(f"unknown per-cluster gradient method {method!r}: auto | loop | vmap")
     totals = {name: torch.zeros(n_clusters, *p.shape, dtype=p.dtype, device=p.device)
               for name, p in params.items()}
     cluster_ids = cluster_ids.to(images.device)
@@ -76,6 +87,26 @@ def per_cluster_gradients(model: nn.Module, params: Params, images: Tensor, labe
             totals[name].index_add_(0, cluster_ids[part], value.detach())
     sizes = torch.bincount(cluster_ids, minlength=n_clusters).clamp_min(1).to(images.dtype)
     return {name: value / sizes.view(-1, *[1] * (value.dim() - 1)) for name, value in totals.items()}
+
+
+def _per_cluster_loop(model: nn.Module, params: Params, images: Tensor, labels: Tensor,
+                      cluster_ids: Tensor, n_clusters: int) -> Params:
+    leaves = {name: value.detach().requires_grad_(True) for name, value in params.items()}
+    totals = {name: torch.zeros(n_clusters, *p.shape, dtype=p.dtype, device=p.device)
+              for name, p in params.items()}
+    cluster_ids = cluster_ids.to(images.device)
+    order = torch.argsort(cluster_ids, stable=True)
+    sizes = torch.bincount(cluster_ids, minlength=n_clusters)
+    starts = (torch.cumsum(sizes, 0) - sizes).tolist()
+    with torch.enable_grad():
+        for k, (start, size) in enumerate(zip(starts, sizes.tolist(), strict=True)):
+            if size == 0:
+                continue
+            rows = order[start:start + size]
+            loss = F.cross_entropy(functional_call(model, leaves, (images[rows],)), labels[rows])
+            for name, value in zip(leaves, torch.autograd.grad(loss, list(leaves.values())), strict=True):
+                totals[name][k] = value
+    return totals
 
 
 def segment_mean(values: Params, segment_ids: Tensor, n_segments: int) -> Params:

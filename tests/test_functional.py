@@ -33,12 +33,16 @@ def batch():
     return images, labels, cluster_ids
 
 
-def test_per_cluster_gradients_equal_per_cluster_autograd(batch):
+@pytest.mark.parametrize("method", ["vmap", "loop"])
+def test_per_cluster_gradients_equal_per_cluster_autograd(batch, method):
     images, labels, cluster_ids = batch
     model = tiny_convnet()
+    cluster_ids = torch.where(cluster_ids == 3, 4, cluster_ids)  # cluster 3 empty: zero gradient
     vectorized = per_cluster_gradients(model, model_params(model), images, labels, cluster_ids, 5,
-                                       chunk=7)  # chunks that cut across clusters
-    for k in range(5):
+                                       chunk=7, method=method)  # chunks that cut across clusters
+    for name in vectorized:
+        assert not vectorized[name][3].any()
+    for k in (0, 1, 2, 4):
         members = cluster_ids == k
         model.zero_grad()
         F.cross_entropy(model(images[members]), labels[members]).backward()
