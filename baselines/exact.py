@@ -139,11 +139,21 @@ class Retrainer:
             for _ in pool.map(_worker, jobs):
                 bar.update(1)
 
-    def outputs(self, specs: Sequence[RetrainSpec], queries: Tensor) -> Tensor:
+    def removal_outputs(self, removed_sets: Sequence[Sequence[int]], protocol: str, seeds: Sequence[int],
+                        queries: Tensor, desc: str = "exact retraining") -> Tensor:
+        """Probabilities after retraining without each row set, averaged over the protocol's seeds:
+        [len(removed_sets), n_q, classes] (what the paper's "trained from scratch" models give)."""
+        specs = [RetrainSpec(tuple(sorted(removed)), protocol, seed)
+                 for removed in removed_sets for seed in seeds]
+        outputs = self.outputs(specs, queries, desc)
+        return outputs.reshape(len(removed_sets), len(seeds), *outputs.shape[1:]).mean(1)
+
+    def outputs(self, specs: Sequence[RetrainSpec], queries: Tensor,
+                desc: str = "exact retraining") -> Tensor:
         """Class probabilities of every retrained model on queries: [len(specs), n_q, classes]."""
         model = self.target.model
         rows = []
-        thetas = self.thetas(specs)  # trains what is missing: must run outside no_grad
+        thetas = self.thetas(specs, desc)  # trains what is missing: must run outside no_grad
         with torch.no_grad():
             for theta in thetas:
                 params = params_from_flat(model, theta.to(queries.device))
@@ -178,3 +188,15 @@ class ExactAttributor(RemovalPredictor):
         device = next(self.target.model.parameters()).device
         outputs = self.retrainer.outputs(self.specs, queries.images.to(device))
         return outputs.reshape(self.clustering.n_clusters, len(self.seeds), *outputs.shape[1:]).mean(1)
+
+    def predict_masks(self, keep: Tensor, queries: Queries) -> Tensor:
+        """Joint removals retrained exactly (cached per removed set, under this protocol)."""
+        device = next(self.target.model.parameters()).device
+        return self.retrainer.removal_outputs(removed_rows(self.clustering, keep), self.protocol, self.seeds,
+                                              queries.images.to(device)).to(torch.float64)
+
+
+def removed_rows(clustering: Clustering, keep: Tensor) -> list[tuple[int, ...]]:
+    """Training rows each keep-mask [m, K] removes (the members of its dropped clusters)."""
+    return [tuple(torch.isin(clustering.cluster_ids, (~mask).nonzero().flatten()).nonzero().flatten()
+                  .tolist()) for mask in keep]

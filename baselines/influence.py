@@ -49,7 +49,7 @@ from ddm.target import Target
 PARAM_SETS = ("head", "all")
 SOLVERS = ("auto", "exact", "lissa")
 INFLUENCE_KIND = "influence"
-INFLUENCE_SCHEMA = 1  # bump when the cached offline tensors change meaning
+INFLUENCE_SCHEMA = 2  # bump when the cached offline tensors change (2: per-cluster gradient loop)
 OFFLINE_FILE = "offline.pt"
 SCALE_MARGIN = 2.0  # auto LiSSA scale = 2 x top eigenvalue: contracts for all curvature in (0, 2 scale)
 SCALE_ITERATIONS = 10  # Arnoldi steps for that estimate: the top Ritz value converges first

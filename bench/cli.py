@@ -273,6 +273,12 @@ def target_names() -> list[str]:
               help="Random test samples explained per seed (paper: 20).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Parallel processes for exact retraining (each gets cores / workers threads).")
+@click.option("--protocol", type=click.Choice(["same-seed", "fresh-seed"]), default="same-seed",
+              show_default=True,
+              help="Exact retraining: same-seed (target's theta_0 and batch order minus the removed rows) or "
+                   "fresh-seed (new seeds per removed set, outputs averaged; adds retraining noise).")
+@click.option("--retrain-seeds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="fresh-seed only: retrainings averaged per removed set.")
 @click.option("--query-seed-base", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed s draws its test queries with seed s + this (development runs: >= 100; the "
                    "committed tables: 0).")
@@ -281,8 +287,9 @@ def target_names() -> list[str]:
 @click.option("--tables-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("tables"),
               show_default=True)
 @click.pass_obj
-def run(obj: BenchContext, target: str, n_seeds: int, n_queries: int, workers: int, query_seed_base: int,
-        results_dir: Path, tables_dir: Path, **options: Any) -> None:
+def run(obj: BenchContext, target: str, n_seeds: int, n_queries: int, workers: int, protocol: str,
+        retrain_seeds: int, query_seed_base: int, results_dir: Path, tables_dir: Path,
+        **options: Any) -> None:
     """Run a table, figure or the timings (or `all`); write results/ and render tables/."""
     from bench.render import table_path
     from bench.runner import TARGETS, RunContext, run_target
@@ -290,7 +297,8 @@ def run(obj: BenchContext, target: str, n_seeds: int, n_queries: int, workers: i
     config = config_from_options(options)
     ctx = RunContext(config, obj.cache, data_root=options["data_root"], device=options["device"],
                      n_queries=n_queries, workers=workers, query_seed_base=query_seed_base,
-                     results_dir=results_dir, tables_dir=tables_dir)
+                     protocol=protocol, retrain_seeds=retrain_seeds, results_dir=results_dir,
+                     tables_dir=tables_dir)
     for name in TARGETS.names() if target == "all" else [target]:
         result = run_target(name, ctx, list(range(n_seeds)))
         click.echo(f"{name}: {result.wall_seconds:.1f} s -> "

@@ -10,11 +10,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from baselines.exact import ExactAttributor, Retrainer, RetrainSpec
+from baselines.exact import ExactAttributor
 from ddm.attributor import Attributor, Queries, RemovalPredictor
-from ddm.metrics import LocateScore, additive_prediction, lds, lds_masks, locate_score, true_class_margin
+from ddm.metrics import LocateScore, lds, locate_score, true_class_margin
 from ddm.objectives import get_objective
-from ddm.pipeline import Stages
 
 
 @dataclass
@@ -40,21 +39,12 @@ def score_method(attributor: Attributor, oracle: Oracle, objective: str) -> Loca
     return locate_score(scores, oracle.exact(objective))
 
 
-def cluster_lds(stages: Stages, methods: dict[str, RemovalPredictor], queries: Queries, *,
-                n_masks: int = 50, seed: int = 0, protocol: str = "same-seed",
-                progress: bool | None = None) -> dict[str, float]:
-    """Cluster-level LDS of every method: ``n_masks`` half-kept masks retrained exactly (cached)."""
-    clustering, target = stages.clustering, stages.target
-    masks = lds_masks(clustering.n_clusters, n_masks, seed)
-    specs = [RetrainSpec(tuple(torch.isin(clustering.cluster_ids, (~mask).nonzero().flatten())
-                               .nonzero().flatten().tolist()), protocol, target.config.train.seed)
-             for mask in masks]
-    retrainer = Retrainer(target, stages.data, stages.cache, progress=progress)
-    device = next(target.model.parameters()).device
-    actual = true_class_margin(retrainer.outputs(specs, queries.images.to(device)), queries.labels)
-    scores = {}
-    for name, method in methods.items():
-        reference = method.reference(queries)
-        predicted = additive_prediction(method.predict_removals(queries).double(), reference, masks)
-        scores[name] = lds(true_class_margin(predicted.clamp(0, 1), queries.labels), actual)
-    return scores
+def cluster_lds(methods: dict[str, RemovalPredictor], queries: Queries, masks: Tensor,
+                actual: Tensor) -> dict[str, float]:
+    """Cluster-level LDS of every method: the mean over queries of the Spearman correlation, across
+    keep-masks [m, K], between the true-class margin each method predicts for the joint removal
+    (:meth:`~ddm.attributor.RemovalPredictor.predict_masks`) and the one exact retraining gave
+    (``actual``: probabilities [m, n_q, classes] of the masks retrained)."""
+    margins = true_class_margin(actual.to(torch.float64), queries.labels)
+    return {name: lds(true_class_margin(method.predict_masks(masks, queries).clamp(0, 1), queries.labels),
+                      margins) for name, method in methods.items()}

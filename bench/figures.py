@@ -86,6 +86,7 @@ def plot_fig4(result: Result, path: Path) -> None:
 @TARGETS.register("fig6")
 class Figure6(BenchTarget):
     name = "fig6"
+    retrains = True
     title = "Figure 6: hierarchical tracing (class, then cluster) against the flat search"
     rows = ["flat: K single deletions", "hierarchical: L + C deletions"]
     columns = ["fine-tunes", "agrees with flat", "dist1 of located ×100"]

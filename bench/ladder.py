@@ -1,10 +1,10 @@
 """The signal ladder: where DDM's attribution signal is kept and where it is lost (issue 11).
 
 Every rung predicts the query outputs after removing each single cluster and is judged against exact
-(same-seed) leave-one-cluster-out retraining, like Tables 1 and 2: the normalized Dist1 of the cluster
-it locates (0 = random, 1 = oracle) and the per-query Spearman of its K Dist1 scores with the exact
-ones. The rungs go from the oracle through idealized versions of each step of DDM to DDM itself, so a
-change to DDM shows which step it moved:
+leave-one-cluster-out retraining (the run's protocol, same-seed by default), like Tables 1 and 2: the
+normalized Dist1 of the cluster it locates (0 = random, 1 = oracle) and the per-query Spearman of its
+K Dist1 scores with the exact ones. The rungs go from the oracle through idealized versions of each
+step of DDM to DDM itself, so a change to DDM shows which step it moved:
 
 - *first order*: ``dp_k = J_q dtheta_k`` at theta_tau, ``J_q`` the Jacobian of the query
   probabilities; *undo* ``dtheta_k = lr * epochs / B * sum_{i in D_k} grad l_i(theta_tau)`` (the
@@ -246,6 +246,7 @@ def variant_rows(state: LadderState, name: str, ddm: DDMAttributor) -> CellValue
 @TARGETS.register("ladder")
 class Ladder(BenchTarget):
     name = "ladder"
+    retrains = True
     title = "Signal ladder: where DDM's attribution signal is lost (Dist1 against exact retraining)"
     rows = IDEAL_RUNGS + [f"{variant}: {rung}" for variant in VARIANTS for rung in VARIANT_RUNGS]
     columns = COLUMNS
@@ -256,7 +257,7 @@ class Ladder(BenchTarget):
         dense = f"checkpoint_every {DENSE_CHECKPOINTS}"
         return [f"config: {config_summary(ctx.config)}; {ctx.n_queries} queries per seed",
                 "normalized: Dist1 of the located cluster, (method - random) / (oracle - random); spearman: "
-                "per query over the K clusters, against exact same-seed retraining",
+                "per query over the K clusters, against exact retraining",
                 "diagnostic columns: see bench/ladder.py; own-pair cos should approach 1",
                 f"variants (overrides of the run config; '+' rows add one change to the row above, "
                 f"{dense} being the preset's dense trajectory): {variants}"]

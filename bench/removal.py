@@ -6,19 +6,29 @@ the cluster); the clusters whose removal is predicted to *lower* that loss most 
 until 0 / 1 / 10 / 20 / 50 % of the training images are gone; the network is retrained without them
 and its test accuracy reported. Rows: Random Select, Koh, FastIF, Scaleup, DDM.
 
-Table 6 reproduces the noisy-data check: Gaussian noise of L2 norm ``noise_norm`` (0.1, as in the
-paper, in normalized pixel units) is added to a seeded 20 % of the training images; the target,
-clusters and synset are built on that noisy set; DDM and Random remove 0 / 10 / 20 / 30 / 40 % and the
-retrained networks' test accuracy is reported, with the share of removed images that were noisy.
+Table 6 reproduces the noisy-data check: Gaussian noise is added to a seeded 20 % of the training
+images; the target, clusters and synset are built on that noisy set; DDM and Random remove 0 / 10 /
+20 / 30 / 40 % and the retrained networks' test accuracy is reported, with the share of removed images
+that were noisy (against its 20 % base rate). Two reference rows give the 0 % accuracy of the target
+trained on the clean set and on the paper's setting read literally.
+
+The noise's size is set by effect, not by units (a departure): the paper's L2 norm 0.1 in normalized
+pixel units is about 1 % of an MNIST image's norm (about 8) and cost nothing here (96.4 % with and
+without it). ``noise_relative`` = ``NOISE_RELATIVE`` makes each noisy image's noise ``NOISE_RELATIVE``
+times that image's own norm. Chosen on development data (validation accuracy of digits-small targets,
+seeds 0-2): the cost of the noise rises to a plateau of about 3 points at relative size 2 and stays
+there up to 32 (0.5: 0.6, 1: 2.4, 2: 3.1, 4: 3.2, 8: 3.1, 32: 3.4 points), so larger noise would not
+make the data worse, only stranger; 4 sits on the plateau. Noisy images at any size stay images of
+noise with a correct label, which a network with instance norm after its first convolution (invariant
+to the input's scale) largely learns around: at our scale no size of additive Gaussian noise costs the
+17 points the paper reports.
 
 Departures at every scale but ``paper``: a class-balanced subset, a narrow ConvNet, few epochs;
 whole clusters are removed (so the removed share is the smallest cluster union reaching the
 percentage: the ``removed`` extra records it); the validation set is ``VALIDATION_QUERIES`` images of
-the dataset's validation split (the paper draws it from the training data); retraining uses the
-same-seed protocol (the target's theta_0 and batch order minus the removed images), so the 0 % column
-is the target itself. At norm 0.1 the noise is tiny next to an image's own norm (about 8 for MNIST,
-normalized): expect little damage, and raise it with ``--set noise_norm=...`` to study a real
-corruption.
+the dataset's validation split (the paper draws it from the training data); retraining follows
+``--protocol`` (same-seed by default: the target's theta_0 and batch order minus the removed images,
+so the 0 % column is the target itself; fresh-seed averages the accuracy of new seeds).
 """
 
 from __future__ import annotations
@@ -67,12 +77,15 @@ def rows_to_remove(clustering: Clustering, order: list[int], fraction: float) ->
 
 
 def retrained_accuracy(stages: Stages, ctx: RunContext, removed: tuple[int, ...]) -> float:
-    """Test accuracy (%) of the network retrained without ``removed`` (same-seed protocol, cached)."""
-    if not removed:
+    """Test accuracy (%) of the network retrained without ``removed`` (cached), averaged over the
+    protocol's seeds. Same-seed retraining without nothing is the target itself (not retrained)."""
+    if not removed and ctx.protocol == "same-seed":
         return 100 * accuracy(stages.target.model, stages.data.test_x, stages.data.test_y)
-    spec = RetrainSpec(removed, "same-seed", stages.target.config.train.seed)
-    theta = ctx.retrainer(stages).thetas([spec])[0]
-    return 100 * accuracy(load_model(stages.config, stages, theta), stages.data.test_x, stages.data.test_y)
+    specs = [RetrainSpec(removed, ctx.protocol, seed) for seed in ctx.retrain_seeds_of(stages)]
+    thetas = ctx.retrainer(stages).thetas(specs)
+    test_x, test_y = stages.data.test_x, stages.data.test_y
+    return sum(100 * accuracy(load_model(stages.config, stages, theta), test_x, test_y)
+               for theta in thetas) / len(thetas)
 
 
 def load_model(config: ExperimentConfig, stages: Stages, theta: Tensor) -> torch.nn.Module:
@@ -95,6 +108,7 @@ def percent(fraction: float) -> str:
 class RemovalTarget(BenchTarget):
     """Rows = methods, columns = removed percentages, cells = test accuracy after retraining."""
 
+    retrains = True
     fractions: tuple[float, ...]
     methods: dict[str, str]  # row -> registered method
 
@@ -104,7 +118,7 @@ class RemovalTarget(BenchTarget):
     def notes(self, ctx: RunContext) -> list[str]:
         return [f"config: {config_summary(ctx.config)}",
                 f"validation objective (Eq. 14) over {VALIDATION_QUERIES} validation images; clusters whose "
-                "removal is predicted to lower it most go first; retraining: same-seed protocol"]
+                "removal is predicted to lower it most go first"]
 
     def run_seed(self, ctx: RunContext, seed: int) -> tuple[CellValues, dict[str, Any]]:
         stages = self.stages_of(ctx, seed)
@@ -141,6 +155,9 @@ class Table3(RemovalTarget):
 
 
 NOISE_FRACTION = 0.2  # the paper's share of noisy training images
+NOISE_RELATIVE = 4.0  # noise norm / image norm (see the module docstring for how it was chosen)
+CLEAN_ROW = "Target, clean training set"
+PAPER_NOISE_ROW = "Target, noise of L2 norm 0.1 (the paper's units)"
 
 
 @TARGETS.register("table6")
@@ -148,14 +165,25 @@ class Table6(RemovalTarget):
     name = "table6"
     title = "Table 6: test accuracy (%) after removing data from a training set with 20 % noisy images"
     fractions = (0.0, 0.1, 0.2, 0.3, 0.4)
-    rows = ["Random Select", "DDM"]
+    rows = [CLEAN_ROW, PAPER_NOISE_ROW, "Random Select", "DDM"]
     columns = [percent(f) for f in fractions]
     methods = {"Random Select": "random", "DDM": "ddm"}
 
     def stages_of(self, ctx: RunContext, seed: int) -> Stages:
-        return ctx.stages(ctx.seeded(seed, noise_fraction=NOISE_FRACTION))
+        return ctx.stages(ctx.seeded(seed, noise_fraction=NOISE_FRACTION, noise_relative=NOISE_RELATIVE))
+
+    def run_seed(self, ctx: RunContext, seed: int) -> tuple[CellValues, dict[str, Any]]:
+        cells, series = super().run_seed(ctx, seed)
+        for row, overrides in ((CLEAN_ROW, {"noise_fraction": 0.0}),
+                               (PAPER_NOISE_ROW, {"noise_fraction": NOISE_FRACTION, "noise_norm": 0.1})):
+            start = time.perf_counter()
+            stages = ctx.stages(ctx.seeded(seed, **overrides))
+            cells[row] = {percent(0.0): {"value": retrained_accuracy(stages, ctx, ()),
+                                         "seconds": time.perf_counter() - start}}
+        return cells, series
 
     def notes(self, ctx: RunContext) -> list[str]:
         return [*super().notes(ctx), f"noise: {NOISE_FRACTION:.0%} of the training images, Gaussian of L2 "
-                f"norm {ctx.config.data.noise_norm} (normalized units); 'noisy share' = fraction of the "
-                "removed images that were noisy"]
+                f"norm {NOISE_RELATIVE:g} x each image's own norm (normalized units); 'noisy share' = "
+                f"fraction of the removed images that were noisy (base rate {NOISE_FRACTION:.0%}); the two "
+                "'Target' rows are the 0 % accuracy without noise and with the paper's norm 0.1"]

@@ -147,6 +147,8 @@ def reproduce_command(result: Result) -> str:
         words += ["--queries", str(result.n_queries)]
     if result.query_seed_base:
         words += ["--query-seed-base", str(result.query_seed_base)]
+    if result.protocol not in (None, "same-seed"):
+        words += ["--protocol", result.protocol, "--retrain-seeds", str(result.retrain_seeds)]
     base = preset(result.scale, result.dataset).to_dict()
     for section, fields in result.config.items():
         if not isinstance(fields, dict):

@@ -79,6 +79,8 @@ class Result:
     wall_seconds: float = 0.0
     n_queries: int | None = None  # test queries per seed, for targets that explain predictions
     query_seed_base: int = 0  # seed s drew its queries with seed s + query_seed_base
+    protocol: str | None = None  # exact-retraining protocol of a target judged by retraining
+    retrain_seeds: int | None = None  # fresh-seed: retrainings averaged per removed set
     notes: list[str] = field(default_factory=list)
     series: dict[str, Any] = field(default_factory=dict)  # figure data (lists of numbers), per target
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))

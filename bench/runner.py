@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from baselines.exact import Retrainer
+from torch import Tensor
+
+from baselines.exact import ExactAttributor, Retrainer, protocol_seeds
 from bench.paper import paper_value
 from bench.results import Result, write_result
 from ddm.cache import ArtifactCache, atomic_write_text
@@ -31,7 +33,8 @@ from ddm.registry import Registry
 from ddm.train import resolve_device
 
 CELLS_KIND = "cells"
-CELLS_SCHEMA = 2  # bump when a target's computation changes: cached cells are keyed by config, not code
+# Bump when a target's computation changes: cached cells are keyed by config, not code.
+CELLS_SCHEMA = 3  # 3: noise-floor rows, Table 6 relative noise, lds
 CellValues = dict[str, dict[str, dict[str, Any]]]  # row -> column -> {"value", "seconds", extras...}
 
 
@@ -49,6 +52,10 @@ class RunContext:
     query_seed_base: int = 0
     progress: bool | None = None
     workers: int = 1  # parallel processes for exact retraining
+    # Exact retraining: same-seed (the target's theta_0 and batch order minus the removed rows) or
+    # fresh-seed (retrain_seeds new seeds per removed set, outputs averaged).
+    protocol: str = "same-seed"
+    retrain_seeds: int = 3
     results_dir: Path = Path("results")
     tables_dir: Path = Path("tables")
     _stages: dict[str, Stages] = field(default_factory=dict)
@@ -66,6 +73,30 @@ class RunContext:
         """Exact retraining of ``stages``' target (cached per removed set), with this run's workers."""
         return Retrainer(stages.target, stages.data, self.cache, workers=self.workers,
                          data_root=self.data_root, progress=self.progress)
+
+    def retrain_seeds_of(self, stages: Stages) -> list[int]:
+        """Training seeds of every exact retraining of ``stages``' target under this run's protocol."""
+        return protocol_seeds(stages.target, self.protocol, self.retrain_seeds)
+
+    def exact(self, stages: Stages) -> ExactAttributor:
+        """The exact-retraining oracle of ``stages`` under this run's protocol, fitted (cached)."""
+        exact = ExactAttributor(stages.config, cache=self.cache, progress=self.progress)
+        exact.protocol, exact.n_seeds, exact.workers = self.protocol, self.retrain_seeds, self.workers
+        exact.fit(stages.target, stages.data, stages.clustering)
+        return exact
+
+    def removal_outputs(self, stages: Stages, removed_sets: list[tuple[int, ...]], queries: Tensor) -> Tensor:
+        """Exact probabilities after removing each row set, under this run's protocol:
+        [len(removed_sets), n_q, classes] (queries on the target's device)."""
+        seeds = self.retrain_seeds_of(stages)
+        return self.retrainer(stages).removal_outputs(removed_sets, self.protocol, seeds, queries)
+
+    def protocol_note(self) -> str:
+        if self.protocol == "same-seed":
+            return ("exact retraining: same-seed protocol (the target's theta_0 and batch order minus the "
+                    "removed rows)")
+        return (f"exact retraining: fresh-seed protocol ({self.retrain_seeds} new seeds of theta_0 and batch "
+                "order per removed set, outputs averaged); the noise-floor row retrains the full set")
 
     def stages(self, config: ExperimentConfig) -> Stages:
         """Data, target and clusters for ``config`` (cached on disk and, within a run, in memory)."""
@@ -85,6 +116,7 @@ class BenchTarget(ABC):
     rows: ClassVar[list[str]]
     columns: ClassVar[list[str]]
     column_scale: ClassVar[dict[str, float]] = {}  # display multiplier, e.g. dist1 x 100
+    retrains: ClassVar[bool] = False  # judged by exact retraining (follows --protocol)
 
     @abstractmethod
     def run_seed(self, ctx: RunContext, seed: int) -> tuple[CellValues, dict[str, Any]]:
@@ -110,6 +142,8 @@ def _seed_cells(target: BenchTarget, ctx: RunContext, seed: int) -> tuple[CellVa
            "config": ctx.config.to_dict()}
     if ctx.query_seed_base:  # absent at 0, so cells cached before the field existed stay valid
         key["query_seed_base"] = ctx.query_seed_base
+    if ctx.protocol != "same-seed" and target.retrains:  # likewise absent under the default protocol
+        key.update(protocol=ctx.protocol, retrain_seeds=ctx.retrain_seeds)
     entry = ctx.cache.entry(CELLS_KIND, key)
     with entry.lock():
         if entry.is_complete():
@@ -134,8 +168,11 @@ def run_target(name: str, ctx: RunContext, seeds: list[int]) -> Result:
                     title=target.title, description=target.description(), rows=list(target.rows),
                     columns=list(target.columns), cells={}, seeds=list(seeds),
                     config=ctx.config.to_dict(), environment=environment(resolve_device(ctx.device)),
-                    notes=target.notes(ctx), n_queries=ctx.n_queries,
-                    query_seed_base=ctx.query_seed_base)
+                    notes=target.notes(ctx) + ([ctx.protocol_note()] if target.retrains else []),
+                    n_queries=ctx.n_queries, query_seed_base=ctx.query_seed_base,
+                    protocol=ctx.protocol if target.retrains else None,
+                    retrain_seeds=(ctx.retrain_seeds if target.retrains and ctx.protocol == "fresh-seed"
+                                   else None))
     for seed in seeds:
         seed_start = time.perf_counter()
         cells, series, version = _seed_cells(target, ctx, seed)

@@ -7,7 +7,7 @@ rows in its two columns without defining them for those rows; we keep its two pu
 orientation and put our fine-tuned accuracy in a third, explicitly named column.
 
 Figure 7 reproduces "DDM vs exact unlearning": for every cluster k, the change of the query
-predictions when k is removed exactly (retraining, same-seed protocol) against the change DDM's
+predictions when k is removed exactly (retraining under the run's protocol) against the change DDM's
 single-cluster fine-tune predicts; the cells give the mean squared error of each approximation and the
 Pearson correlation of predicted with exact effects (pooled over clusters, queries and classes).
 """
@@ -63,6 +63,7 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
 @TARGETS.register("fig7")
 class Figure7(BenchTarget):
     name = "fig7"
+    retrains = True
     title = "Figure 7: DDM's single-cluster unlearning against exact retraining"
     rows = ["no unlearning (target)", "DDM-match fine-tune", "DDM fine-tune",
             "DDM (paper schedule) fine-tune"]

@@ -36,12 +36,13 @@ from ddm.functional import (
 from ddm.objectives import GLOBAL, Objective, get_objective, to_probabilities
 from ddm.target import Target
 
-# On the CPU, masks with at least this many synthetic images are fine-tuned one model at a time (plain
-# autograd, padding dropped): on 2 cores (MNIST small, 10 steps) 16 masks of 32 images took 1.9 s that
-# way against 4.2 s in vmap calls, whose per-model weights become slow grouped convolutions; 16
-# single-image masks took 0.10 s in vmap against 0.25 s one at a time. The two paths agree to float
-# tolerance (tests/test_attribute.py).
-LOOP_MIN_IMAGES = 8
+# On the CPU, masks whose synthetic images hold at least this many pixel values in all are fine-tuned
+# one model at a time (plain autograd, padding dropped); smaller ones in vmap calls, whose per-model
+# weights become grouped convolutions. Per model on 2 cores (10 steps): MNIST small, 1 / 4 / 8 / 16 /
+# 32 images: vmap 7 / 34 / 63 / 87 / 260 ms, one at a time 18 / 41 / 44 / 71 / 120 ms; digits smoke
+# (8x8), 16 images: vmap 11 ms, one at a time 38 ms. The two paths agree to float tolerance
+# (tests/test_attribute.py).
+LOOP_MIN_PIXELS = 4096
 IMAGES_PER_CALL = 256  # synthetic images fine-tuned per vectorized call (see chunk_size)
 Evaluator = Callable[[Tensor], Tensor]  # keep-masks bool [B, K] -> probabilities [B, n_q, classes]
 
@@ -138,7 +139,7 @@ class SynsetUnlearner:
         """Stacked parameters [B, ...] of theta_tau fine-tuned for every mask of ``keep`` [B, K]."""
         images, labels, weights = self._batch(keep)
         self.finetunes += len(keep)
-        if self.device.type == "cpu" and images.shape[1] >= LOOP_MIN_IMAGES:
+        if self.device.type == "cpu" and images[0].numel() >= LOOP_MIN_PIXELS:
             used = weights > 0  # a mask that removes nothing keeps theta_tau (zero gradient)
             rows = [finetune_one(self.model, self.params, images[b][used[b]], labels[b][used[b]],
                                  weights[b][used[b]], steps=self.steps, lr=self.lr) if used[b].any()
@@ -212,6 +213,11 @@ class DDMAttributor(RemovalPredictor):
 
     def predict_removals(self, queries: Queries) -> Tensor:
         return self.datamodel(queries).single_removals()
+
+    def predict_masks(self, keep: Tensor, queries: Queries) -> Tensor:
+        """The datamodel's own prediction for joint removals, ``W p + b`` (Eq. 7), not the singles
+        added up (the two differ by W's fit residual at the full mask)."""
+        return self.datamodel(queries).predict(keep).to(torch.float64)
 
     def scores_of_singles(self, queries: Queries, objective: str) -> Tensor:
         """Scores [K, n_q] straight from the K single-cluster fine-tunes (the flat search; no W fit)."""

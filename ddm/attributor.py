@@ -25,6 +25,7 @@ from ddm.cache import ArtifactCache
 from ddm.cluster import Clustering
 from ddm.config import ExperimentConfig
 from ddm.data import DataSplits
+from ddm.metrics import additive_prediction
 from ddm.objectives import get_objective, to_probabilities
 from ddm.registry import Registry
 from ddm.target import Target
@@ -90,6 +91,12 @@ class RemovalPredictor(Attributor):
     def scores(self, queries: Queries, objective: str) -> Tensor:
         removed = self.removals(queries)
         return get_objective(objective)(removed, self.reference(queries), queries.labels)
+
+    def predict_masks(self, keep: Tensor, queries: Queries) -> Tensor:
+        """Predicted probabilities after removing every cluster a keep-mask drops: keep bool [m, K]
+        -> [m, n_q, classes] (float64). By default the single-cluster effects added up, which is what
+        a per-cluster attribution implies; a method with its own model of joint removals overrides it."""
+        return additive_prediction(self.removals(queries), self.reference(queries), keep)
 
     def removals(self, queries: Queries) -> Tensor:
         """:meth:`predict_removals` in float64, remembered for the last query set: the objectives of

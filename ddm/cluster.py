@@ -144,7 +144,7 @@ class _EmbedView(torch.nn.Module):
 
 def clustering_key(config: ExperimentConfig, cache: ArtifactCache) -> dict:
     spec = config.cluster
-    key = {"schema": CLUSTER_SCHEMA, "data": dataclasses.asdict(config.data),
+    key = {"schema": CLUSTER_SCHEMA, "data": config.data.key(),
            "cluster": dataclasses.asdict(spec)}
     # The embedding decides the k-means clusters and every centroid, so its network is in the key.
     if spec.embedding == "extractor":

@@ -43,6 +43,18 @@ class DataConfig:
     noise_norm: float = _field(
         0.1, "L2 norm of that noise per image, in normalized pixel units (paper Table 6: 0.1)"
     )
+    noise_relative: float | None = _field(
+        None, "when set, the noise's L2 norm as a multiple of each noisy image's own L2 norm "
+        "(normalized units), replacing noise_norm: a size set by effect, not by units"
+    )
+
+    def key(self) -> dict[str, Any]:
+        """The fields as a cache key; ``noise_relative`` only when set, so keys written before the
+        field existed stay valid."""
+        fields = dataclasses.asdict(self)
+        if fields["noise_relative"] is None:
+            del fields["noise_relative"]
+        return fields
 
 
 @dataclass(frozen=True)
@@ -199,7 +211,7 @@ class ExperimentConfig:
 
     def target_key(self) -> dict[str, Any]:
         """The fields that decide the trained target (the scale label itself does not)."""
-        return {"data": dataclasses.asdict(self.data), "model": dataclasses.asdict(self.model),
+        return {"data": self.data.key(), "model": dataclasses.asdict(self.model),
                 "train": dataclasses.asdict(self.train)}
 
 
@@ -312,6 +324,8 @@ def validate(config: ExperimentConfig) -> None:
         raise ConfigError(f"noise_fraction must be in [0, 1], got {config.data.noise_fraction}")
     if not config.data.noise_norm >= 0:
         raise ConfigError(f"noise_norm must be >= 0, got {config.data.noise_norm}")
+    if config.data.noise_relative is not None and not config.data.noise_relative >= 0:
+        raise ConfigError(f"noise_relative must be >= 0, got {config.data.noise_relative}")
     if config.train.optimizer not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {config.train.optimizer!r}; choose one of: "
                           f"{', '.join(OPTIMIZERS)}")

@@ -69,11 +69,14 @@ def load_data(config: ExperimentConfig, data_root: str | None = None) -> DataSpl
     spec = config.data
     data = load_dataset(spec.dataset, data_root=data_root, n_per_class=spec.n_per_class,
                         seed=spec.subset_seed)
-    return add_noise(data, spec.noise_fraction, spec.noise_norm, spec.subset_seed)
+    return add_noise(data, spec.noise_fraction, spec.noise_norm, spec.subset_seed,
+                     relative=spec.noise_relative)
 
 
-def add_noise(data: DataSplits, fraction: float, norm: float, seed: int) -> DataSplits:
-    """Gaussian noise of L2 norm ``norm`` on a seeded ``fraction`` of the training images (Table 6).
+def add_noise(data: DataSplits, fraction: float, norm: float, seed: int,
+              relative: float | None = None) -> DataSplits:
+    """Gaussian noise on a seeded ``fraction`` of the training images (Table 6): of L2 norm ``norm``,
+    or, with ``relative`` set, ``relative`` times each noisy image's own L2 norm.
 
     Validation and test images stay clean; the noisy rows are recorded in ``data.noisy_rows``."""
     n_noisy = round(fraction * len(data.train_y))
@@ -82,8 +85,10 @@ def add_noise(data: DataSplits, fraction: float, norm: float, seed: int) -> Data
     generator = torch.Generator().manual_seed(1_000_003 + seed)
     rows = torch.randperm(len(data.train_y), generator=generator)[:n_noisy].sort().values
     noise = torch.randn((n_noisy, *data.train_x.shape[1:]), generator=generator)
-    noise *= norm / noise.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (noise.dim() - 1))
     train_x = data.train_x.clone()
+    sizes = (torch.full((n_noisy,), float(norm)) if relative is None
+             else relative * train_x[rows].flatten(1).norm(dim=1))
+    noise *= (sizes / noise.flatten(1).norm(dim=1).clamp_min(1e-12)).view(-1, *[1] * (noise.dim() - 1))
     train_x[rows] += noise
     return dataclasses.replace(data, train_x=train_x, noisy_rows=rows)
 

@@ -25,7 +25,8 @@ def tiny_synset(n_clusters=5, ipc=2, seed=0):
     return Synset(images, cluster_ids % 3, cluster_ids, n_clusters, [], "reverse", 0.0)
 
 
-def test_batched_unlearning_equals_a_loop_of_finetunes(digits_target):
+def test_batched_unlearning_equals_a_loop_of_finetunes(digits_target, monkeypatch):
+    monkeypatch.setattr("ddm.attribute.LOOP_MIN_PIXELS", 8 * 64)  # 8 or more 8x8 images: one at a time
     synset = tiny_synset()
     unlearner = SynsetUnlearner(digits_target.model, synset, steps=3, lr=0.05, chunk=2)
     # chunks of 2: a narrow chunk (vmap) and a wide one (the CPU's one-model-at-a-time path) that also

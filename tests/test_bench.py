@@ -161,6 +161,43 @@ def test_ladder_invariants(ran_all):
 
 
 @pytest.mark.slow
+def test_same_seed_noise_floor_is_exactly_zero_and_recorded(ran_all):
+    root, _ = ran_all
+    for target in ("table1", "table2"):
+        data = json.loads((root / "results" / target / "digits" / "smoke" / f"{target}.json").read_text())
+        floor = data["cells"]["Noise floor (retrain, nothing removed)"]
+        assert floor["dist1"]["values"] == [0.0, 0.0], target  # the retrain *is* the target, bit for bit
+        if "dist3" in floor:
+            assert floor["dist3"]["values"] == [1.0, 1.0]  # 1 / (1 + 0)
+        assert data["protocol"] == "same-seed" and data["retrain_seeds"] is None
+
+
+@pytest.mark.slow
+def test_lds_of_the_exact_masks_is_one(ran_all):
+    root, _ = ran_all
+    data = json.loads((root / "results" / "lds" / "digits" / "smoke" / "lds.json").read_text())
+    assert data["cells"]["Exact: the masks retrained"]["LDS"]["values"] == pytest.approx([1.0, 1.0])
+    for row, cells in data["cells"].items():
+        assert all(-1 <= v <= 1 for v in cells["LDS"]["values"]), row
+
+
+@pytest.mark.slow
+def test_fresh_seed_protocol_is_recorded_keyed_and_has_a_noise_floor(tmp_path):
+    home, results, tables = tmp_path / "home", tmp_path / "results", tmp_path / "tables"
+    base = ["--home", str(home), "run", "table2", *TINY_RUN, "--results-dir", str(results),
+            "--tables-dir", str(tables)]
+    assert CliRunner().invoke(main, base).exit_code == 0
+    fresh = CliRunner().invoke(main, [*base, "--protocol", "fresh-seed", "--retrain-seeds", "2"])
+    assert fresh.exit_code == 0, fresh.output
+    assert len(list((home / "cells").glob("*/cells.json"))) == 2  # the protocol is in the cell key
+    data = json.loads((results / "table2" / "digits" / "smoke" / "table2.json").read_text())
+    assert data["protocol"] == "fresh-seed" and data["retrain_seeds"] == 2
+    assert data["cells"]["Noise floor (retrain, nothing removed)"]["dist1"]["values"][0] > 0
+    text = (tables / "table2_digits_smoke.md").read_text()
+    assert "--protocol fresh-seed --retrain-seeds 2" in text and "fresh-seed protocol" in text
+
+
+@pytest.mark.slow
 def test_figures_are_rendered_as_png(ran_all):
     root, _ = ran_all
     for figure in ("fig3", "fig4", "fig6", "fig7", "fig8"):

@@ -4,10 +4,11 @@ import math
 
 import pytest
 
-from baselines.exact import ExactAttributor
+from baselines.exact import ExactAttributor, removed_rows
 from baselines.similarity import RandomAttributor
 from bench.evaluation import build_oracle, cluster_lds, score_method
 from ddm.cluster import get_clustering
+from ddm.metrics import lds_masks
 from ddm.pipeline import Stages, select_queries
 from tests.test_baselines import FEW
 
@@ -42,6 +43,13 @@ def test_random_sits_between(stages, exact):
     assert -1 <= score.spearman <= 1
 
 
-def test_cluster_lds_is_a_correlation(stages, exact):
-    scores = cluster_lds(stages, {"exact": exact}, select_queries(stages.data, 4), n_masks=6)
-    assert -1 <= scores["exact"] <= 1 and not math.isnan(scores["exact"])
+def test_cluster_lds_of_the_masks_retrained_is_one_and_added_singles_a_correlation(stages, exact):
+    from bench.lds import AddedSingles
+
+    queries = select_queries(stages.data, 4)
+    masks = lds_masks(stages.clustering.n_clusters, 6, seed=0)
+    actual = exact.retrainer.removal_outputs(removed_rows(stages.clustering, masks), "same-seed", [0],
+                                             queries.images)
+    scores = cluster_lds({"exact": exact, "added": AddedSingles(exact)}, queries, masks, actual)
+    assert scores["exact"] == pytest.approx(1.0)  # retraining the masks predicts them perfectly
+    assert -1 <= scores["added"] <= 1 and not math.isnan(scores["added"])

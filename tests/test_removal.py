@@ -47,9 +47,23 @@ def test_noise_hits_the_requested_share_with_the_requested_norm_and_is_seeded():
     assert torch.equal(load_data(with_overrides(config, noise_fraction=0.2)).noisy_rows, noisy.noisy_rows)
 
 
+def test_relative_noise_scales_with_each_image_norm_and_keeps_old_keys():
+    config = with_overrides(preset("smoke", "digits"), n_per_class=20)
+    clean = load_data(config)
+    noisy = add_noise(clean, 0.2, 0.1, seed=0, relative=2.0)
+    rows = noisy.noisy_rows
+    difference = (noisy.train_x - clean.train_x)[rows].flatten(1).norm(dim=1)
+    torch.testing.assert_close(difference, 2.0 * clean.train_x[rows].flatten(1).norm(dim=1))
+    assert torch.equal(rows, add_noise(clean, 0.2, 0.1, seed=0).noisy_rows)  # the same images
+    assert "noise_relative" not in config.target_key()["data"]  # unset: keys as before the field
+    assert with_overrides(config, noise_relative=2.0).target_key()["data"]["noise_relative"] == 2.0
+
+
 def test_noise_settings_are_validated():
     with pytest.raises(ConfigError, match="noise_fraction"):
         with_overrides(preset("smoke", "digits"), noise_fraction=1.5)
+    with pytest.raises(ConfigError, match="noise_relative"):
+        with_overrides(preset("smoke", "digits"), noise_relative=-1.0)
 
 
 def test_soft_kl_is_zero_for_equal_logits_and_tau_squared_scaled():
