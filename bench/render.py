@@ -161,7 +161,8 @@ def reproduce_command(result: Result) -> str:
 
 
 def table_path(root: Path, result: Result, suffix: str) -> Path:
-    return Path(root) / f"{result.target}_{result.dataset}_{result.scale}{suffix}"
+    protocol = "" if result.protocol in (None, "same-seed") else f"_{result.protocol}"
+    return Path(root) / f"{result.target}_{result.dataset}_{result.scale}{protocol}{suffix}"
 
 
 def render_result(result: Result, tables_dir: Path) -> list[Path]:

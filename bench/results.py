@@ -118,13 +118,16 @@ class Result:
         return pd.DataFrame.from_records(records)
 
 
-def result_path(root: Path, target: str, dataset: str, scale: str) -> Path:
-    return Path(root) / target / dataset / scale / f"{target}.json"
+def result_path(root: Path, target: str, dataset: str, scale: str, protocol: str | None = None) -> Path:
+    """``<target>.json``, or ``<target>_fresh-seed.json`` beside it for a non-default protocol (both
+    protocols' results are kept)."""
+    suffix = "" if protocol in (None, "same-seed") else f"_{protocol}"
+    return Path(root) / target / dataset / scale / f"{target}{suffix}.json"
 
 
 def write_result(result: Result, root: Path) -> Path:
     """Write the JSON and CSV atomically; returns the JSON path."""
-    path = result_path(root, result.target, result.dataset, result.scale)
+    path = result_path(root, result.target, result.dataset, result.scale, result.protocol)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(result.to_dict(), indent=1, allow_nan=True) + "\n")
     atomic_write_text(path.with_suffix(".csv"), result.frame().to_csv(index=False))

@@ -190,10 +190,12 @@ def test_fresh_seed_protocol_is_recorded_keyed_and_has_a_noise_floor(tmp_path):
     fresh = CliRunner().invoke(main, [*base, "--protocol", "fresh-seed", "--retrain-seeds", "2"])
     assert fresh.exit_code == 0, fresh.output
     assert len(list((home / "cells").glob("*/cells.json"))) == 2  # the protocol is in the cell key
-    data = json.loads((results / "table2" / "digits" / "smoke" / "table2.json").read_text())
+    data = json.loads((results / "table2" / "digits" / "smoke" / "table2_fresh-seed.json").read_text())
     assert data["protocol"] == "fresh-seed" and data["retrain_seeds"] == 2
+    same = json.loads((results / "table2" / "digits" / "smoke" / "table2.json").read_text())
+    assert same["protocol"] == "same-seed"  # both protocols' results are kept
     assert data["cells"]["Noise floor (retrain, nothing removed)"]["dist1"]["values"][0] > 0
-    text = (tables / "table2_digits_smoke.md").read_text()
+    text = (tables / "table2_digits_smoke_fresh-seed.md").read_text()
     assert "--protocol fresh-seed --retrain-seeds 2" in text and "fresh-seed protocol" in text
 
 
