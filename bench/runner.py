@@ -52,6 +52,10 @@ class RunContext:
     query_seed_base: int = 0
     progress: bool | None = None
     workers: int = 1  # parallel processes for exact retraining
+    executor: str = "local"  # local | process | ray (baselines.exact.Retrainer)
+    retrain_batch: int = 1  # retrainings per vectorized pass (local) or per Ray task
+    ray_address: str | None = None  # None: a local Ray instance
+    ray_gpus: float = 0.0  # GPUs per Ray task (0: one CPU each)
     # Exact retraining: same-seed (the target's theta_0 and batch order minus the removed rows) or
     # fresh-seed (retrain_seeds new seeds per removed set, outputs averaged).
     protocol: str = "same-seed"
@@ -72,7 +76,8 @@ class RunContext:
     def retrainer(self, stages: Stages) -> Retrainer:
         """Exact retraining of ``stages``' target (cached per removed set), with this run's workers."""
         return Retrainer(stages.target, stages.data, self.cache, workers=self.workers,
-                         data_root=self.data_root, progress=self.progress)
+                         data_root=self.data_root, progress=self.progress, executor=self.executor,
+                         batch=self.retrain_batch, ray_address=self.ray_address, ray_gpus=self.ray_gpus)
 
     def retrain_seeds_of(self, stages: Stages) -> list[int]:
         """Training seeds of every exact retraining of ``stages``' target under this run's protocol."""
@@ -82,6 +87,8 @@ class RunContext:
         """The exact-retraining oracle of ``stages`` under this run's protocol, fitted (cached)."""
         exact = ExactAttributor(stages.config, cache=self.cache, progress=self.progress)
         exact.protocol, exact.n_seeds, exact.workers = self.protocol, self.retrain_seeds, self.workers
+        exact.executor, exact.retrain_batch = self.executor, self.retrain_batch
+        exact.ray_address, exact.ray_gpus = self.ray_address, self.ray_gpus
         exact.fit(stages.target, stages.data, stages.clustering)
         return exact
 
