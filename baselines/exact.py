@@ -35,7 +35,7 @@ from ddm.functional import params_from_flat
 from ddm.objectives import to_probabilities
 from ddm.provenance import environment
 from ddm.target import Target, fresh_model, load_data, weights_key
-from ddm.train import LossFn, TrainState, cross_entropy_loss, flat_params, train, train_many
+from ddm.train import LossFn, cross_entropy_loss, flat_params, resume_state, train, train_many
 
 RETRAIN_KIND = "retrained"
 RETRAIN_SCHEMA = 2  # 2: keyed by the target's weights key (trajectory density excluded)
@@ -81,8 +81,7 @@ def retrain(config: ExperimentConfig, data: DataSplits, spec: RetrainSpec, entry
     train_config = dataclasses.replace(config.train, seed=spec.seed)
     model_config = dataclasses.replace(config, train=train_config)
     model = fresh_model(model_config, data.info.shape, data.info.num_classes)
-    partial = entry.load_partial()
-    resume = TrainState(**partial) if partial else None
+    resume = resume_state(entry.load_partial())
     result = train(model, data.train_x, data.train_y, train_config, removed=torch.tensor(spec.removed),
                    device=device, resume=resume, progress=False, loss_fn=loss_fn,
                    on_epoch_end=lambda state: entry.save_partial(vars(state)))

@@ -205,8 +205,12 @@ def torch_generator(seed: int):
 def attribute(obj: BenchContext, method: str, n_queries: int, query_seed: int, objective: str,
               hierarchical: bool, output: Path | None, **options: Any) -> None:
     """Attribute test predictions to training clusters and write the attribution matrix."""
+    import baselines  # noqa: F401  (registers the baseline methods)
+    import ddm.attribute  # noqa: F401
+    from ddm.attributor import METHODS
     from ddm.pipeline import run_attribution
 
+    METHODS[method]  # an unknown method fails here, before any training
     stages = _stages(obj, options)
     output = output or Path(f"attribution-{stages.config.data.dataset}-{stages.config.scale}-{method}-"
                             f"{objective}.pt")

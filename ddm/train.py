@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ddm.config import TrainConfig
-from ddm.errors import ConfigError
+from ddm.errors import ConfigError, DataError, DivergedError
 
 AUGMENT_PAD = 4  # pixels of zero padding before the random crop (standard CIFAR augmentation)
 
@@ -32,7 +32,10 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but CUDA is not available here")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
 
 
 def flat_params(model: nn.Module) -> Tensor:
@@ -164,6 +167,9 @@ def train(
     ``loss_fn`` replaces cross-entropy (knowledge distillation; the nasty-teacher objective).
     """
     device = torch.device(device)
+    if not torch.isfinite(train_x).all():
+        raise DataError("the training images contain non-finite values (NaN or inf): fix the data; "
+                        "no learning rate can train on them")
     model = model.to(device)
     images, labels = train_x.to(device), train_y.to(device)
     n = len(labels)
@@ -191,6 +197,20 @@ def train(
         _record(model, state)
     model.eval()
     return TrainResult(model, torch.stack(state.trajectory), state.checkpoint_steps, state.history)
+
+
+def resume_state(partial: Any) -> TrainState | None:
+    """A :class:`TrainState` from a cached partial's fields, or None when they do not fit (a
+    malformed partial only costs recomputation)."""
+    if not isinstance(partial, dict):
+        return None
+    try:
+        state = TrainState(**partial)
+    except TypeError:
+        return None
+    if not isinstance(state.model_state, dict) or not isinstance(state.optimizer_state, dict):
+        return None
+    return state
 
 
 def _start_state(model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -229,8 +249,8 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, images: Ten
         if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
             _record(model, state)
     if seen and not torch.isfinite(torch.tensor(loss_sum)):
-        raise FloatingPointError(f"training diverged in epoch {epoch} (loss is not finite); "
-                                 f"lower the learning rate (lr={cfg.lr})")
+        raise DivergedError(f"training diverged in epoch {epoch} (loss is not finite); "
+                            f"lower the learning rate (lr={cfg.lr})")
     state.history.append({"epoch": epoch, "loss": loss_sum / max(seen, 1),
                           "train_acc": correct / max(seen, 1)})
 
@@ -307,7 +327,7 @@ def train_many(model: nn.Module, train_x: Tensor, train_y: Tensor, cfg: TrainCon
                 params = {name: params[name] - cfg.lr * steps[name] for name in params}
             bar.update(1)
         if not all(torch.isfinite(value).all() for value in params.values()):
-            raise FloatingPointError(f"vectorized training diverged in epoch {epoch} (parameters are not "
+            raise DivergedError(f"vectorized training diverged in epoch {epoch} (parameters are not "
                                      f"finite); lower the learning rate (lr={cfg.lr})")
     bar.close()
     return torch.cat([value.detach().flatten(1).cpu() for value in params.values()], 1)
