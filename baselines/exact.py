@@ -35,7 +35,7 @@ from ddm.functional import params_from_flat
 from ddm.objectives import to_probabilities
 from ddm.provenance import environment
 from ddm.target import Target, fresh_model, load_data, weights_key
-from ddm.train import LossFn, TrainState, cross_entropy_loss, flat_params, train
+from ddm.train import LossFn, cross_entropy_loss, flat_params, resume_state, train, train_many
 
 RETRAIN_KIND = "retrained"
 RETRAIN_SCHEMA = 2  # 2: keyed by the target's weights key (trajectory density excluded)
@@ -81,8 +81,7 @@ def retrain(config: ExperimentConfig, data: DataSplits, spec: RetrainSpec, entry
     train_config = dataclasses.replace(config.train, seed=spec.seed)
     model_config = dataclasses.replace(config, train=train_config)
     model = fresh_model(model_config, data.info.shape, data.info.num_classes)
-    partial = entry.load_partial()
-    resume = TrainState(**partial) if partial else None
+    resume = resume_state(entry.load_partial())
     result = train(model, data.train_x, data.train_y, train_config, removed=torch.tensor(spec.removed),
                    device=device, resume=resume, progress=False, loss_fn=loss_fn,
                    on_epoch_end=lambda state: entry.save_partial(vars(state)))
@@ -101,13 +100,65 @@ def _worker(args: tuple) -> None:
             retrain(config, load_data(config, data_root), spec, entry)
 
 
+EXECUTORS = ("local", "process", "ray")
+
+
+def train_specs(config: ExperimentConfig, data: DataSplits, specs: Sequence[RetrainSpec],
+                device: str = "cpu", batch: int = 1) -> list[Tensor]:
+    """theta [P] of every spec, computed here without touching any cache (a Ray task's body).
+
+    With ``batch`` > 1, specs sharing a seed train ``batch`` at a time in one vectorized pass
+    (:func:`ddm.train.train_many`); otherwise one at a time (:func:`ddm.train.train`)."""
+    thetas: dict[int, Tensor] = {}
+    by_seed: dict[int, list[int]] = {}
+    for index, spec in enumerate(specs):
+        by_seed.setdefault(spec.seed, []).append(index)
+    for seed, indices in by_seed.items():
+        train_config = dataclasses.replace(config.train, seed=seed)
+        seeded = dataclasses.replace(config, train=train_config)
+        for start in range(0, len(indices), max(batch, 1)):
+            chunk = indices[start:start + max(batch, 1)]
+            model = fresh_model(seeded, data.info.shape, data.info.num_classes)
+            removed = [torch.tensor(specs[i].removed, dtype=torch.long) for i in chunk]
+            if batch > 1:
+                rows = train_many(model, data.train_x, data.train_y, train_config, removed, device=device,
+                                  progress=False)
+                thetas.update({i: rows[j] for j, i in enumerate(chunk)})
+            else:
+                result = train(model, data.train_x, data.train_y, train_config, removed=removed[0],
+                               device=device, progress=False)
+                thetas[chunk[0]] = flat_params(result.model)
+    return [thetas[i] for i in range(len(specs))]
+
+
+def store(entry: CacheEntry, spec: RetrainSpec, theta: Tensor, device: str, how: str) -> None:
+    """Write one retrained model's entry (a no-op when another run completed it meanwhile)."""
+    with entry.lock():
+        if not entry.is_complete():
+            entry.save({"theta.pt": torch_bytes(theta)},
+                       {"removed": len(spec.removed), "trained_by": how, **environment(device)})
+
+
 class Retrainer:
-    """Retrain the target without given row sets; cached, resumable, optionally in parallel."""
+    """Retrain the target without given row sets; cached, resumable, optionally in parallel.
+
+    ``executor``: ``local`` (this process; ``batch`` > 1 vectorizes same-seed retrains, see
+    :func:`train_specs`), ``process`` (``workers`` local processes; ``workers`` > 1 implies it) or
+    ``ray`` (tasks on a Ray
+    cluster at ``ray_address``, or a local Ray instance; see :mod:`baselines.distributed`). Every
+    path writes the same cache entries, so they are interchangeable: a vectorized or Ray-trained
+    entry equals the one-at-a-time one to float tolerance per step (see ``train_many``)."""
 
     def __init__(self, target: Target, data: DataSplits, cache: ArtifactCache, *, workers: int = 1,
-                 data_root: str | None = None, progress: bool | None = None) -> None:
+                 data_root: str | None = None, progress: bool | None = None, executor: str = "local",
+                 batch: int = 1, ray_address: str | None = None, ray_gpus: float = 0.0) -> None:
+        if executor not in EXECUTORS:
+            raise ConfigError(f"unknown executor {executor!r}; choose one of: {', '.join(EXECUTORS)}")
+        if batch < 1 or workers < 1:
+            raise ConfigError(f"retrain batch and workers must be >= 1 (got {batch}, {workers})")
         self.target, self.data, self.cache = target, data, cache
         self.workers, self.data_root, self.progress = workers, data_root, progress
+        self.executor, self.batch, self.ray_address, self.ray_gpus = executor, batch, ray_address, ray_gpus
 
     def thetas(self, specs: Sequence[RetrainSpec], desc: str = "exact retraining") -> list[Tensor]:
         """theta [P] of every spec, training the missing ones first."""
@@ -116,8 +167,20 @@ class Retrainer:
                    if not entry.is_complete()]
         bar = tqdm(total=len(specs), initial=len(specs) - len(pending), desc=desc, unit="model",
                    disable=None if self.progress is None else not self.progress)
-        if self.workers > 1 and len(pending) > 1:
+        if pending and self.executor == "ray":
+            from baselines.distributed import ray_retrain
+
+            ray_retrain(self, pending, bar)
+        elif (self.executor == "process" or self.workers > 1) and len(pending) > 1:
             self._parallel(pending, bar)
+        elif self.batch > 1 and len(pending) > 1:
+            for start in range(0, len(pending), self.batch):
+                chunk = pending[start:start + self.batch]
+                thetas = train_specs(self.target.config, self.data, [spec for spec, _ in chunk],
+                                     self._device(), self.batch)
+                for (spec, entry), theta in zip(chunk, thetas, strict=True):
+                    store(entry, spec, theta, self._device(), f"vectorized x{len(chunk)}")
+                bar.update(len(chunk))
         else:
             for spec, entry in pending:
                 with entry.lock():
@@ -131,11 +194,12 @@ class Retrainer:
         return str(next(self.target.model.parameters()).device)
 
     def _parallel(self, pending: list[tuple[RetrainSpec, CacheEntry]], bar: tqdm) -> None:
-        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        workers = max(self.workers, 2) if self.executor == "process" else self.workers
+        threads = max(1, (os.cpu_count() or 1) // workers)
         jobs = [(self.target.config, self.data_root, str(self.cache.root), entry.config, spec, threads)
                 for spec, entry in pending]
         context = torch.multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(self.workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
             for _ in pool.map(_worker, jobs):
                 bar.update(1)
 
@@ -176,12 +240,18 @@ class ExactAttributor(RemovalPredictor):
     protocol = "same-seed"
     n_seeds = 3  # fresh-seed only: retrainings averaged per cluster
     workers = 1
+    executor = "local"  # local | process | ray (see Retrainer)
+    retrain_batch = 1  # specs per vectorized pass / per Ray task
+    ray_address: str | None = None
+    ray_gpus = 0.0
 
     def fit(self, target: Target, data: DataSplits, clustering: Clustering) -> None:
         super().fit(target, data, clustering)
         self.seeds = protocol_seeds(target, self.protocol, self.n_seeds)
         self.specs = single_cluster_specs(clustering, self.protocol, self.seeds)
-        self.retrainer = Retrainer(target, data, self.cache, workers=self.workers, progress=self.progress)
+        self.retrainer = Retrainer(target, data, self.cache, workers=self.workers, progress=self.progress,
+                                   executor=self.executor, batch=self.retrain_batch,
+                                   ray_address=self.ray_address, ray_gpus=self.ray_gpus)
         self.retrainer.thetas(self.specs)  # offline: every single-cluster model, cached
 
     def predict_removals(self, queries: Queries) -> Tensor:

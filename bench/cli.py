@@ -205,14 +205,37 @@ def torch_generator(seed: int):
 def attribute(obj: BenchContext, method: str, n_queries: int, query_seed: int, objective: str,
               hierarchical: bool, output: Path | None, **options: Any) -> None:
     """Attribute test predictions to training clusters and write the attribution matrix."""
+    import baselines  # noqa: F401  (registers the baseline methods)
+    import ddm.attribute  # noqa: F401
+    from ddm.attributor import METHODS
     from ddm.pipeline import run_attribution
 
+    METHODS[method]  # an unknown method fails here, before any training
     stages = _stages(obj, options)
     output = output or Path(f"attribution-{stages.config.data.dataset}-{stages.config.scale}-{method}-"
                             f"{objective}.pt")
     report = run_attribution(stages, method, n_queries, query_seed, objective, hierarchical, output)
     for line in report:
         click.echo(line)
+
+
+def executor_options(command: Any) -> Any:
+    """--executor / --retrain-batch / --ray-address / --ray-gpus: how exact retraining runs (never
+    what it computes; every path writes the same cache entries)."""
+    for option in reversed([
+        click.option("--executor", type=click.Choice(["local", "process", "ray"]), default="local",
+                     show_default=True,
+                     help="Exact retraining: in this process, in --workers processes, or as Ray tasks."),
+        click.option("--retrain-batch", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Same-seed retrainings per vectorized pass (local) or per Ray task; > 1 pays "
+                          "on a GPU, not on CPU cores."),
+        click.option("--ray-address", default=None,
+                     help="Ray cluster to join ('auto', 'ray://head:10001'); default: start a local one."),
+        click.option("--ray-gpus", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                     help="GPUs per Ray task (0: one CPU each)."),
+    ]):
+        command = option(command)
+    return command
 
 
 @main.command()
@@ -223,8 +246,10 @@ def attribute(obj: BenchContext, method: str, n_queries: int, query_seed: int, o
               help="fresh-seed only: retrainings per cluster.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Retrain in this many processes (each gets cores / workers threads).")
+@executor_options
 @click.pass_obj
-def oracle(obj: BenchContext, protocol: str, n_seeds: int, workers: int, **options: Any) -> None:
+def oracle(obj: BenchContext, protocol: str, n_seeds: int, workers: int, executor: str, retrain_batch: int,
+           ray_address: str | None, ray_gpus: float, **options: Any) -> None:
     """Retrain without every single cluster (the ground truth); resumable and cached."""
     import time
 
@@ -233,6 +258,8 @@ def oracle(obj: BenchContext, protocol: str, n_seeds: int, workers: int, **optio
     stages = _stages(obj, options)
     attributor = ExactAttributor(stages.config, cache=obj.cache)
     attributor.protocol, attributor.n_seeds, attributor.workers = protocol, n_seeds, workers
+    attributor.executor, attributor.retrain_batch = executor, retrain_batch
+    attributor.ray_address, attributor.ray_gpus = ray_address, ray_gpus
     start = time.perf_counter()
     attributor.fit(stages.target, stages.data, stages.clustering)
     seconds = time.perf_counter() - start
@@ -273,6 +300,7 @@ def target_names() -> list[str]:
               help="Random test samples explained per seed (paper: 20).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Parallel processes for exact retraining (each gets cores / workers threads).")
+@executor_options
 @click.option("--protocol", type=click.Choice(["same-seed", "fresh-seed"]), default="same-seed",
               show_default=True,
               help="Exact retraining: same-seed (target's theta_0 and batch order minus the removed rows) or "
@@ -287,9 +315,9 @@ def target_names() -> list[str]:
 @click.option("--tables-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("tables"),
               show_default=True)
 @click.pass_obj
-def run(obj: BenchContext, target: str, n_seeds: int, n_queries: int, workers: int, protocol: str,
-        retrain_seeds: int, query_seed_base: int, results_dir: Path, tables_dir: Path,
-        **options: Any) -> None:
+def run(obj: BenchContext, target: str, n_seeds: int, n_queries: int, workers: int, executor: str,
+        retrain_batch: int, ray_address: str | None, ray_gpus: float, protocol: str, retrain_seeds: int,
+        query_seed_base: int, results_dir: Path, tables_dir: Path, **options: Any) -> None:
     """Run a table, figure or the timings (or `all`); write results/ and render tables/."""
     from bench.render import table_path
     from bench.runner import TARGETS, RunContext, run_target
@@ -298,11 +326,25 @@ def run(obj: BenchContext, target: str, n_seeds: int, n_queries: int, workers: i
     ctx = RunContext(config, obj.cache, data_root=options["data_root"], device=options["device"],
                      n_queries=n_queries, workers=workers, query_seed_base=query_seed_base,
                      protocol=protocol, retrain_seeds=retrain_seeds, results_dir=results_dir,
-                     tables_dir=tables_dir)
+                     tables_dir=tables_dir, executor=executor, retrain_batch=retrain_batch,
+                     ray_address=ray_address, ray_gpus=ray_gpus)
     for name in TARGETS.names() if target == "all" else [target]:
         result = run_target(name, ctx, list(range(n_seeds)))
         click.echo(f"{name}: {result.wall_seconds:.1f} s -> "
                    f"{table_path(tables_dir, result, '.md')} (results in {results_dir})")
+
+
+@main.group()
+def cache() -> None:
+    """Maintain the artifact cache."""
+
+
+@cache.command("adopt")
+@click.pass_obj
+def cache_adopt(obj: BenchContext) -> None:
+    """Accept entries an older ddm-bench wrote (no manifest digest) after re-checking their files."""
+    adopted, refused = obj.cache.adopt_legacy()
+    click.echo(f"{obj.cache.root}: {adopted} entries adopted, {refused} refused (delete those to rebuild)")
 
 
 @main.command()

@@ -151,7 +151,7 @@ def reproduce_command(result: Result) -> str:
         words += ["--protocol", result.protocol, "--retrain-seeds", str(result.retrain_seeds)]
     base = preset(result.scale, result.dataset).to_dict()
     for section, fields in result.config.items():
-        if not isinstance(fields, dict):
+        if not isinstance(fields, dict) or section not in base:  # e.g. "methods": not --set fields
             continue
         for name, value in fields.items():
             if base.get(section, {}).get(name) != value:

@@ -30,6 +30,7 @@ from ddm.config import ExperimentConfig, with_overrides
 from ddm.pipeline import Stages, prepare
 from ddm.provenance import environment
 from ddm.registry import Registry
+from ddm.target import data_fingerprint, load_data
 from ddm.train import resolve_device
 
 CELLS_KIND = "cells"
@@ -52,6 +53,10 @@ class RunContext:
     query_seed_base: int = 0
     progress: bool | None = None
     workers: int = 1  # parallel processes for exact retraining
+    executor: str = "local"  # local | process | ray (baselines.exact.Retrainer)
+    retrain_batch: int = 1  # retrainings per vectorized pass (local) or per Ray task
+    ray_address: str | None = None  # None: a local Ray instance
+    ray_gpus: float = 0.0  # GPUs per Ray task (0: one CPU each)
     # Exact retraining: same-seed (the target's theta_0 and batch order minus the removed rows) or
     # fresh-seed (retrain_seeds new seeds per removed set, outputs averaged).
     protocol: str = "same-seed"
@@ -59,6 +64,7 @@ class RunContext:
     results_dir: Path = Path("results")
     tables_dir: Path = Path("tables")
     _stages: dict[str, Stages] = field(default_factory=dict)
+    _memo: dict[str, Any] = field(default_factory=dict)
 
     def seeded(self, seed: int, **overrides: Any) -> ExperimentConfig:
         """The base config with every seed set to ``seed`` and further field overrides."""
@@ -72,7 +78,8 @@ class RunContext:
     def retrainer(self, stages: Stages) -> Retrainer:
         """Exact retraining of ``stages``' target (cached per removed set), with this run's workers."""
         return Retrainer(stages.target, stages.data, self.cache, workers=self.workers,
-                         data_root=self.data_root, progress=self.progress)
+                         data_root=self.data_root, progress=self.progress, executor=self.executor,
+                         batch=self.retrain_batch, ray_address=self.ray_address, ray_gpus=self.ray_gpus)
 
     def retrain_seeds_of(self, stages: Stages) -> list[int]:
         """Training seeds of every exact retraining of ``stages``' target under this run's protocol."""
@@ -82,6 +89,8 @@ class RunContext:
         """The exact-retraining oracle of ``stages`` under this run's protocol, fitted (cached)."""
         exact = ExactAttributor(stages.config, cache=self.cache, progress=self.progress)
         exact.protocol, exact.n_seeds, exact.workers = self.protocol, self.retrain_seeds, self.workers
+        exact.executor, exact.retrain_batch = self.executor, self.retrain_batch
+        exact.ray_address, exact.ray_gpus = self.ray_address, self.ray_gpus
         exact.fit(stages.target, stages.data, stages.clustering)
         return exact
 
@@ -97,6 +106,14 @@ class RunContext:
                     "removed rows)")
         return (f"exact retraining: fresh-seed protocol ({self.retrain_seeds} new seeds of theta_0 and batch "
                 "order per removed set, outputs averaged); the noise-floor row retrains the full set")
+
+    def data_identity(self) -> str | None:
+        """Fingerprint of the data read from ``data_root`` (None for bundled data), computed once."""
+        if self.data_root is None:
+            return None
+        if "data" not in self._memo:
+            self._memo["data"] = data_fingerprint(load_data(self.config, self.data_root))
+        return self._memo["data"]
 
     def stages(self, config: ExperimentConfig) -> Stages:
         """Data, target and clusters for ``config`` (cached on disk and, within a run, in memory)."""
@@ -135,13 +152,27 @@ class BenchTarget(ABC):
 TARGETS: Registry[type[BenchTarget]] = Registry("target")
 
 
+def method_options() -> dict[str, dict[str, Any]]:
+    """The frozen option sections of every registered method that has one (the influence
+    baselines' LiSSA / Arnoldi settings): part of every cell key and result, so changing an option
+    (or its default) recomputes the cells instead of reusing them."""
+    import baselines  # noqa: F401  (registers the baseline methods)
+    import ddm.attribute  # noqa: F401
+    from ddm.attributor import METHODS
+
+    return {name: dataclasses.asdict(METHODS[name].options) for name in METHODS.names()
+            if dataclasses.is_dataclass(getattr(METHODS[name], "options", None))}
+
+
 def _seed_cells(target: BenchTarget, ctx: RunContext, seed: int) -> tuple[CellValues, dict[str, Any], str]:
     """One seed's cells, figure series and the code version that computed them, cached under
-    (target, config, seed, queries) so a rerun skips the seed."""
+    (target, config, method options, seed, queries) so a rerun skips the seed."""
     key = {"schema": CELLS_SCHEMA, "target": target.name, "seed": seed, "n_queries": ctx.n_queries,
-           "config": ctx.config.to_dict()}
+           "config": ctx.config.to_dict(), "methods": method_options()}
     if ctx.query_seed_base:  # absent at 0, so cells cached before the field existed stay valid
         key["query_seed_base"] = ctx.query_seed_base
+    if ctx.data_identity() is not None:  # another --data-root, other cells
+        key["data_fingerprint"] = ctx.data_identity()
     if ctx.protocol != "same-seed" and target.retrains:  # likewise absent under the default protocol
         key.update(protocol=ctx.protocol, retrain_seeds=ctx.retrain_seeds)
     entry = ctx.cache.entry(CELLS_KIND, key)
@@ -167,7 +198,8 @@ def run_target(name: str, ctx: RunContext, seeds: list[int]) -> Result:
     result = Result(target=name, dataset=ctx.config.data.dataset, scale=ctx.config.scale,
                     title=target.title, description=target.description(), rows=list(target.rows),
                     columns=list(target.columns), cells={}, seeds=list(seeds),
-                    config=ctx.config.to_dict(), environment=environment(resolve_device(ctx.device)),
+                    config={**ctx.config.to_dict(), "methods": method_options()},
+                    environment=environment(resolve_device(ctx.device)),
                     notes=target.notes(ctx) + ([ctx.protocol_note()] if target.retrains else []),
                     n_queries=ctx.n_queries, query_seed_base=ctx.query_seed_base,
                     protocol=ctx.protocol if target.retrains else None,

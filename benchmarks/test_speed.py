@@ -82,3 +82,44 @@ def test_distillation_vs_target_training(benchmark, stages):
     benchmark.extra_info.update(train_seconds=train_seconds, distill_over_train=ratio, goal=2)
     print(f"\ndistillation / target training: {ratio:.2f}x (goal <= 2x)")
     assert len(synset.losses) == config.distill.distill_steps
+
+
+RETRAIN_SAMPLE = 8  # clusters retrained by each path of the throughput benchmark
+
+
+def test_retraining_throughput_one_at_a_time_vectorized_and_ray(benchmark, stages, tmp_path):
+    """Exact same-seed retraining, models per second: one at a time, vectorized (all
+    ``RETRAIN_SAMPLE`` in one pass) and Ray with 2 local workers (skipped without Ray), as ratios of
+    one run. Issue 13's goal: vectorized >= 1.5x the one-at-a-time path per model."""
+    from baselines.exact import Retrainer, RetrainSpec, train_specs
+    from ddm.cache import ArtifactCache
+
+    config, data, clustering = stages.config, stages.data, stages.clustering
+    device = str(next(stages.target.model.parameters()).device)
+    specs = [RetrainSpec(tuple(clustering.members(k).tolist()), "same-seed", config.train.seed)
+             for k in range(min(RETRAIN_SAMPLE, clustering.n_clusters))]
+    benchmark.group = "retraining-throughput"
+    benchmark.pedantic(train_specs, args=(config, data, specs, device, len(specs)), rounds=1,
+                       warmup_rounds=0)
+    vectorized = len(specs) / benchmark.stats.stats.mean
+    single = len(specs) / _seconds(lambda: train_specs(config, data, specs, device, 1))
+    rates = {"one_at_a_time": single, "vectorized": vectorized}
+    try:
+        import ray
+    except ImportError:
+        ray = None
+    if ray is not None:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            retrainer = Retrainer(stages.target, data, ArtifactCache(tmp_path), executor="ray",
+                                  progress=False)
+            retrainer.thetas(specs[:2])  # warm-up: worker start-up, data in the object store
+            rates["ray_2_workers"] = (len(specs) - 2) / _seconds(lambda: retrainer.thetas(specs))
+        finally:
+            ray.shutdown()
+    ratios = {name: rate / single for name, rate in rates.items()}
+    benchmark.extra_info.update(models_per_second=rates, ratio_to_one_at_a_time=ratios,
+                                goal_vectorized=1.5)
+    print("\nretraining models/s: " + ", ".join(f"{name} {rate:.3f} ({ratios[name]:.2f}x)"
+                                               for name, rate in rates.items()))
+    assert all(rate > 0 for rate in rates.values())

@@ -1,11 +1,16 @@
 """Content-addressed artifact cache: one directory per (kind, config), written atomically.
 
 Layout: ``<root>/<kind>/<key>/`` holds ``config.json`` (the full config the key was derived from),
-the payload files, and ``manifest.json`` (size and SHA-256 of every payload file), written last.
-An entry counts as complete only when its manifest exists. Loading re-checks the config and every
-file's size and hash, so a truncated or edited entry is reported (``CacheError``), never reused.
-A per-entry lock file serializes concurrent writers of the same entry; unfinished work is kept in
-``partial.pt`` so an interrupted stage resumes instead of starting over.
+the payload files, ``manifest.json`` (size and SHA-256 of every payload file and of ``config.json``)
+and ``manifest.sha256`` (the digest of the manifest itself), written last. An entry counts as
+complete only when its manifest exists. Loading re-checks the manifest's digest, the config and every
+file's size and hash, so a truncated or edited entry (manifest included) is reported
+(``CacheError``, naming the entry and how to clear it), never reused. A per-entry lock file
+serializes concurrent writers of the same entry; unfinished work is kept in ``partial.pt`` (with its
+digest in ``partial.sha256``) so an interrupted stage resumes instead of starting over.
+
+Tensors are loaded with ``torch.load(weights_only=True)``: payloads are tensors and plain
+containers of them, so a crafted file cannot run code.
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ from ddm.errors import CacheError
 from ddm.paths import home
 
 MANIFEST = "manifest.json"
+MANIFEST_DIGEST = "manifest.sha256"
 CONFIG = "config.json"
 PARTIAL = "partial.pt"
+PARTIAL_DIGEST = "partial.sha256"
 
 
 def canonical_json(obj: Any) -> str:
@@ -121,56 +128,105 @@ class CacheEntry:
         self._check_config()
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.path / CONFIG, json.dumps(self.config, indent=2, sort_keys=True))
-        manifest: dict[str, Any] = {"files": {}, "meta": dict(meta or {})}
+        config_bytes = json.dumps(self.config, indent=2, sort_keys=True).encode()
+        config_digest = hashlib.sha256(config_bytes).hexdigest()
+        manifest: dict[str, Any] = {"files": {}, "meta": dict(meta or {}), "kind": self.kind,
+                                    "key": self.key, "config_sha256": config_digest}
         for name, data in files.items():
             atomic_write_bytes(self.path / name, data)
             manifest["files"][name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-        atomic_write_text(self.path / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
-        with contextlib.suppress(FileNotFoundError):
-            (self.path / PARTIAL).unlink()
+        manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
+        # the digest first: a manifest without its digest is never complete-and-valid
+        atomic_write_text(self.path / MANIFEST_DIGEST, hashlib.sha256(manifest_bytes).hexdigest() + "\n")
+        atomic_write_bytes(self.path / MANIFEST, manifest_bytes)
+        for name in (PARTIAL, PARTIAL_DIGEST):
+            with contextlib.suppress(FileNotFoundError):
+                (self.path / name).unlink()
+
+    def _fault(self, what: str) -> CacheError:
+        return CacheError(f"cache entry {self.path} {what}; delete that directory (rm -r {self.path}) to "
+                          "rebuild it")
 
     def manifest(self) -> dict[str, Any]:
+        """The entry's manifest, after checking it against its stored digest."""
         path = self.path / MANIFEST
         try:
-            return json.loads(path.read_text())
+            data = path.read_bytes()
         except FileNotFoundError:
             raise CacheError(f"cache entry {self.path} is incomplete (no {MANIFEST})") from None
+        try:
+            digest = (self.path / MANIFEST_DIGEST).read_text().strip()
+        except FileNotFoundError:
+            raise self._fault(f"has no {MANIFEST_DIGEST} (an older ddm-bench wrote it, or it was edited)") \
+                from None
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise self._fault(f"has a {MANIFEST} that does not match its digest (edited or corrupted)")
+        try:
+            manifest = json.loads(data)
         except json.JSONDecodeError as err:
-            raise CacheError(f"{path} is corrupted ({err}); delete {self.path}") from err
+            raise self._fault(f"has a corrupted {MANIFEST} ({err})") from err
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+            raise self._fault(f"has a malformed {MANIFEST}")
+        return manifest
 
     def verify(self) -> dict[str, Any]:
-        """Check config, sizes and hashes of every payload file; return the manifest."""
+        """Check the manifest's digest, the config, sizes and hashes of every payload file."""
         self._check_config()
         manifest = self.manifest()
+        config_path = self.path / CONFIG
+        if "config_sha256" in manifest and (not config_path.exists()
+                                            or _sha256(config_path) != manifest["config_sha256"]):
+            raise self._fault(f"has a {CONFIG} that does not match its manifest")
         for name, expected in manifest["files"].items():
             path = self.path / name
-            if not path.exists() or path.stat().st_size != expected["bytes"]:
-                raise CacheError(f"cache file {path} is missing or truncated; delete {self.path}")
-            if _sha256(path) != expected["sha256"]:
-                raise CacheError(f"cache file {path} is corrupted (hash mismatch); delete {self.path}")
+            try:
+                size, digest = int(expected["bytes"]), str(expected["sha256"])
+            except (KeyError, TypeError, ValueError):
+                raise self._fault(f"has a malformed {MANIFEST} entry for {name}") from None
+            if not path.exists() or path.stat().st_size != size:
+                raise self._fault(f"file {name} is missing or truncated")
+            if _sha256(path) != digest:
+                raise self._fault(f"file {name} is corrupted (hash mismatch)")
         return manifest
 
     def load_torch(self, name: str) -> Any:
-        """Load a verified payload file written with :func:`torch_bytes`."""
-        self.verify()
-        return torch.load(self.path / name, map_location="cpu", weights_only=False)
+        """Load a verified payload file written with :func:`torch_bytes` (tensors and plain
+        containers only: ``weights_only=True``)."""
+        manifest = self.verify()
+        if name not in manifest["files"]:
+            raise self._fault(f"does not list {name} in its {MANIFEST}")
+        try:
+            return torch.load(self.path / name, map_location="cpu", weights_only=True)
+        except Exception as err:  # an unpickling refusal or a malformed file, never code execution
+            raise self._fault(f"file {name} cannot be loaded safely ({type(err).__name__})") from err
 
     def save_partial(self, state: Any) -> None:
-        """Keep unfinished work (atomically) so an interrupted stage can resume."""
+        """Keep unfinished work (atomically, with its digest) so an interrupted stage can resume."""
         self._check_config()
         atomic_write_text(self.path / CONFIG, json.dumps(self.config, indent=2, sort_keys=True))
-        atomic_write_bytes(self.path / PARTIAL, torch_bytes(state))
+        data = torch_bytes(state)
+        atomic_write_bytes(self.path / PARTIAL, data)
+        atomic_write_text(self.path / PARTIAL_DIGEST, hashlib.sha256(data).hexdigest() + "\n")
 
     def load_partial(self) -> Any | None:
-        """The unfinished work of an interrupted run, or None. A corrupt partial is discarded."""
+        """The unfinished work of an interrupted run, or None. A partial without a matching digest,
+        or one that does not load as plain tensors and containers, is discarded (it only costs
+        recomputation)."""
         path = self.path / PARTIAL
         if not path.exists():
             return None
         self._check_config()
+        digest_path = self.path / PARTIAL_DIGEST
         try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception:  # an unreadable partial only costs recomputation
+            if not digest_path.exists() or _sha256(path) != digest_path.read_text().strip():
+                raise ValueError("digest mismatch")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(state, dict):
+                raise ValueError("not a dict")
+            return state
+        except Exception:
             path.unlink(missing_ok=True)
+            digest_path.unlink(missing_ok=True)
             return None
 
     def remove(self) -> None:
@@ -185,3 +241,24 @@ class ArtifactCache:
 
     def entry(self, kind: str, config: Mapping[str, Any]) -> CacheEntry:
         return CacheEntry(self.root, kind, config)
+
+    def adopt_legacy(self) -> tuple[int, int]:
+        """Give every complete entry written before manifests carried a digest its
+        ``manifest.sha256``, after checking each payload file against the manifest (a mismatching
+        entry is left refused). Returns (adopted, refused)."""
+        adopted = refused = 0
+        for manifest_path in sorted(self.root.glob(f"*/*/{MANIFEST}")):
+            folder = manifest_path.parent
+            if (folder / MANIFEST_DIGEST).exists():
+                continue
+            try:
+                files = json.loads(manifest_path.read_text())["files"]
+                intact = all(_sha256(folder / name) == spec["sha256"] for name, spec in files.items())
+            except (OSError, KeyError, TypeError, json.JSONDecodeError):
+                intact = False
+            if intact:
+                atomic_write_text(folder / MANIFEST_DIGEST, _sha256(manifest_path) + "\n")
+                adopted += 1
+            else:
+                refused += 1
+        return adopted, refused

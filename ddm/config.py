@@ -8,6 +8,7 @@ MNIST, 0.01 on CIFAR/TinyImageNet; standard augmentation on the colour datasets 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,12 +49,18 @@ class DataConfig:
         "(normalized units), replacing noise_norm: a size set by effect, not by units"
     )
 
+    data_fingerprint: str | None = _field(
+        None, "digest of the arrays read from --data-root (set when the data is loaded, so another "
+        "data root gets other cache entries); none for bundled data, whose source is pinned"
+    )
+
     def key(self) -> dict[str, Any]:
-        """The fields as a cache key; ``noise_relative`` only when set, so keys written before the
-        field existed stay valid."""
+        """The fields as a cache key; ``noise_relative`` and ``data_fingerprint`` only when set, so
+        keys written before those fields existed stay valid."""
         fields = dataclasses.asdict(self)
-        if fields["noise_relative"] is None:
-            del fields["noise_relative"]
+        for name in ("noise_relative", "data_fingerprint"):
+            if fields[name] is None:
+                del fields[name]
         return fields
 
 
@@ -309,8 +316,50 @@ def _field_names(section: Any) -> set[str]:
     return {f.name for f in dataclasses.fields(section)}
 
 
+SEED_LIMIT = 2**31  # seeds are mixed into torch generator seeds (seed * 1_000_003 + epoch)
+POSITIVE_FLOATS = ("lr", "lr_img", "lr_img_match", "lr_label", "finetune_budget")
+NON_NEGATIVE_FLOATS = ("momentum", "weight_decay", "img_momentum", "ridge", "noise_norm")
+POSITIVE_INTS = ("epochs", "batch_size", "width", "clusters_per_class", "ipc", "finetune_steps",
+                 "finetune_chunk", "step_length")
+
+
+def _check_types_and_ranges(config: ExperimentConfig) -> None:
+    """Every field: the type its annotation names, finite numbers, the generic ranges above."""
+    for section in SECTIONS:
+        for spec in dataclasses.fields(getattr(config, section)):
+            value, annotation = getattr(getattr(config, section), spec.name), str(spec.type)
+            if value is None:
+                if "None" not in annotation:
+                    raise ConfigError(f"{spec.name} cannot be none")
+                continue
+            kind = annotation.split("|")[0].strip()
+            expected = {"int": int, "float": (int, float), "str": str, "bool": bool}.get(kind)
+            if expected is not None and (not isinstance(value, expected)
+                                         or (kind != "bool" and isinstance(value, bool))):
+                raise ConfigError(f"{spec.name} expects a {annotation} value, got {value!r}")
+            if kind == "float" and not math.isfinite(value):
+                raise ConfigError(f"{spec.name} must be a finite number, got {value}")
+            if spec.name.endswith("seed") and not 0 <= value < SEED_LIMIT:
+                raise ConfigError(f"{spec.name} must be in [0, {SEED_LIMIT}), got {value}")
+            if spec.name in POSITIVE_FLOATS and not value > 0:
+                raise ConfigError(f"{spec.name} must be > 0, got {value}")
+            if spec.name in NON_NEGATIVE_FLOATS and not value >= 0:
+                raise ConfigError(f"{spec.name} must be >= 0, got {value}")
+            if spec.name in POSITIVE_INTS and value < 1:
+                raise ConfigError(f"{spec.name} must be >= 1, got {value}")
+
+
 def validate(config: ExperimentConfig) -> None:
     """Reject values that cannot work, with a message naming the field."""
+    _check_types_and_ranges(config)
+    optional_positive = {"finetune_lr": config.attribute.finetune_lr,
+                         "n_perturbations": config.attribute.n_perturbations,
+                         "real_batch": config.distill.real_batch}
+    for name, value in optional_positive.items():
+        if value is not None and not value > 0:
+            raise ConfigError(f"{name} must be > 0 (or none for the default), got {value}")
+    if config.distill.distill_steps < 0:
+        raise ConfigError(f"distill_steps must be >= 0, got {config.distill.distill_steps}")
     positive = {"epochs": config.train.epochs, "batch_size": config.train.batch_size,
                 "width": config.model.width}
     for name, value in positive.items():

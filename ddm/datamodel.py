@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ddm.errors import ConfigError
+from ddm.errors import ConfigError, DivergedError
 from ddm.objectives import Objective
 
 WEIGHT_SCHEMES = ("inverse", "uniform", "count")
@@ -110,7 +110,8 @@ def fit_datamodel(keep: Tensor, outputs: Tensor, beta: Tensor | None = None,
     if outputs.shape[0] != n_rows:
         raise ValueError(f"{n_rows} perturbations but outputs for {outputs.shape[0]}")
     if not torch.isfinite(outputs).all():
-        raise FloatingPointError("non-finite outputs: cannot fit the datamodel")
+        raise DivergedError("non-finite fine-tune outputs: cannot fit the datamodel (lower finetune_lr or "
+                            "finetune_budget)")
     design = torch.cat([keep.to(torch.float64), torch.ones(n_rows, 1, dtype=torch.float64)], 1)
     targets = outputs.to(torch.float64).reshape(n_rows, -1)
     beta = torch.ones(n_rows, dtype=torch.float64) if beta is None else beta.to(torch.float64)

@@ -29,7 +29,7 @@ from ddm.cache import ArtifactCache, torch_bytes
 from ddm.cluster import Clustering
 from ddm.config import DistillConfig, ExperimentConfig
 from ddm.data import DataSplits
-from ddm.errors import ConfigError
+from ddm.errors import ConfigError, DivergedError
 from ddm.functional import Params, params_from_flat, per_cluster_gradients, per_sample_gradients, segment_mean
 from ddm.registry import Registry
 from ddm.target import Target, weights_key
@@ -248,7 +248,7 @@ def distill(target: Target, data: DataSplits, clustering: Clustering, cfg: Disti
         optimizer.step()
         losses.append(float(loss.detach()))
         if not torch.isfinite(loss.detach()):
-            raise FloatingPointError(f"synset distillation diverged at step {len(losses)} (matching loss "
+            raise DivergedError(f"synset distillation diverged at step {len(losses)} (matching loss "
                                      f"is not finite); lower lr_img ({lr}) or lr_label ({cfg.lr_label})")
         if checks is not None and (step + 1) % CONVERGE_WINDOW == 0:
             checks.append(check_loss())

@@ -15,3 +15,8 @@ class ConfigError(DdmError):
 
 class CacheError(DdmError):
     """A cache entry is corrupted or was written for a different configuration."""
+
+
+class DivergedError(DdmError, FloatingPointError):
+    """Training, distillation or a fit went non-finite; the message names the likely cause (a learning
+    rate too high, or non-finite data). Nothing non-finite is cached."""

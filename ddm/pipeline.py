@@ -22,7 +22,7 @@ from ddm.data import DataSplits
 from ddm.errors import ConfigError
 from ddm.objectives import get_objective
 from ddm.provenance import environment
-from ddm.target import Target, get_target, load_data
+from ddm.target import Target, get_target, load_data, with_data_identity
 
 
 @dataclass
@@ -41,6 +41,7 @@ def prepare(config: ExperimentConfig, *, data_root: str | None = None, device: s
     """Load the data, then train (or load) the target and cluster its training set."""
     cache = cache or ArtifactCache()
     data = load_data(config, data_root)
+    config = with_data_identity(config, data, data_root)  # another --data-root, other entries
     target = get_target(config, data=data, device=device, cache=cache, progress=progress)
     clustering = get_clustering(config, data, target=target, cache=cache, device=device,
                                 progress=progress)

@@ -7,6 +7,7 @@ resumes an interrupted training run from its last finished epoch, or trains from
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -15,11 +16,12 @@ import torch
 from torch import Tensor, nn
 
 from ddm.cache import ArtifactCache, CacheEntry, config_key, torch_bytes
-from ddm.config import ExperimentConfig
+from ddm.config import ExperimentConfig, with_overrides
 from ddm.data import DataSplits, load_dataset
+from ddm.errors import DataError
 from ddm.models import build_model
 from ddm.provenance import environment
-from ddm.train import TrainState, accuracy, load_flat_params, resolve_device, train
+from ddm.train import TrainState, accuracy, load_flat_params, resolve_device, resume_state, train
 
 TARGET_KIND = "target"
 TARGET_SCHEMA = 1  # bump when training semantics change, so old cache entries are not reused
@@ -69,8 +71,28 @@ def load_data(config: ExperimentConfig, data_root: str | None = None) -> DataSpl
     spec = config.data
     data = load_dataset(spec.dataset, data_root=data_root, n_per_class=spec.n_per_class,
                         seed=spec.subset_seed)
+    if not all(torch.isfinite(split).all() for split in (data.train_x, data.val_x, data.test_x)):
+        raise DataError(f"{spec.dataset}: the images contain non-finite values (NaN or inf); check the "
+                        "files")
     return add_noise(data, spec.noise_fraction, spec.noise_norm, spec.subset_seed,
                      relative=spec.noise_relative)
+
+
+def data_fingerprint(data: DataSplits) -> str:
+    """A digest of the loaded arrays (images and labels of every split)."""
+    digest = hashlib.sha256()
+    for tensor in (data.train_x, data.train_y, data.val_x, data.val_y, data.test_x, data.test_y):
+        digest.update(str((tensor.dtype, tuple(tensor.shape))).encode())
+        digest.update(tensor.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:24]
+
+
+def with_data_identity(config: ExperimentConfig, data: DataSplits,
+                       data_root: str | None) -> ExperimentConfig:
+    """``config`` naming the loaded data when it came from a data root (bundled data: unchanged)."""
+    if data_root is None:
+        return config
+    return with_overrides(config, data_fingerprint=data_fingerprint(data))
 
 
 def add_noise(data: DataSplits, fraction: float, norm: float, seed: int,
@@ -102,8 +124,12 @@ def get_target(
     cache: ArtifactCache | None = None,
     progress: bool | None = None,
 ) -> Target:
-    """Load the cached target of ``config`` or train it (resuming an interrupted run)."""
+    """Load the cached target of ``config`` or train it (resuming an interrupted run). Data read
+    from ``data_root`` (loaded here when ``data`` is None) is named by its fingerprint in the key."""
     cache = cache or ArtifactCache()
+    if data_root is not None and config.data.data_fingerprint is None:
+        data = data if data is not None else load_data(config, data_root)
+        config = with_data_identity(config, data, data_root)
     entry = target_entry(config, cache)
     torch_device = resolve_device(device)
     with entry.lock():
@@ -127,8 +153,8 @@ def _train_target(config: ExperimentConfig, entry: CacheEntry, data: DataSplits,
     info = data.info
     model = fresh_model(config, info.shape, info.num_classes)
     partial = entry.load_partial()
-    resume = TrainState(**partial["state"]) if partial else None
-    elapsed_before = partial["seconds"] if partial else 0.0
+    resume = resume_state(partial.get("state")) if partial else None
+    elapsed_before = float(partial.get("seconds", 0.0)) if resume is not None else 0.0
     start = time.perf_counter()
 
     def save_progress(state: TrainState) -> None:

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ddm.config import TrainConfig
-from ddm.errors import ConfigError
+from ddm.errors import ConfigError, DataError, DivergedError
 
 AUGMENT_PAD = 4  # pixels of zero padding before the random crop (standard CIFAR augmentation)
 
@@ -32,7 +32,10 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but CUDA is not available here")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
 
 
 def flat_params(model: nn.Module) -> Tensor:
@@ -164,6 +167,9 @@ def train(
     ``loss_fn`` replaces cross-entropy (knowledge distillation; the nasty-teacher objective).
     """
     device = torch.device(device)
+    if not torch.isfinite(train_x).all():
+        raise DataError("the training images contain non-finite values (NaN or inf): fix the data; "
+                        "no learning rate can train on them")
     model = model.to(device)
     images, labels = train_x.to(device), train_y.to(device)
     n = len(labels)
@@ -191,6 +197,20 @@ def train(
         _record(model, state)
     model.eval()
     return TrainResult(model, torch.stack(state.trajectory), state.checkpoint_steps, state.history)
+
+
+def resume_state(partial: Any) -> TrainState | None:
+    """A :class:`TrainState` from a cached partial's fields, or None when they do not fit (a
+    malformed partial only costs recomputation)."""
+    if not isinstance(partial, dict):
+        return None
+    try:
+        state = TrainState(**partial)
+    except TypeError:
+        return None
+    if not isinstance(state.model_state, dict) or not isinstance(state.optimizer_state, dict):
+        return None
+    return state
 
 
 def _start_state(model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -229,8 +249,8 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, images: Ten
         if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
             _record(model, state)
     if seen and not torch.isfinite(torch.tensor(loss_sum)):
-        raise FloatingPointError(f"training diverged in epoch {epoch} (loss is not finite); "
-                                 f"lower the learning rate (lr={cfg.lr})")
+        raise DivergedError(f"training diverged in epoch {epoch} (loss is not finite); "
+                            f"lower the learning rate (lr={cfg.lr})")
     state.history.append({"epoch": epoch, "loss": loss_sum / max(seen, 1),
                           "train_acc": correct / max(seen, 1)})
 
@@ -250,3 +270,64 @@ def predict(model: nn.Module, images: Tensor, batch_size: int = 1024) -> Tensor:
 def accuracy(model: nn.Module, images: Tensor, labels: Tensor) -> float:
     """Top-1 accuracy of ``model`` on images [N, C, H, W] with int64 labels [N]."""
     return float((predict(model, images).argmax(1) == labels.cpu()).float().mean())
+
+
+def train_many(model: nn.Module, train_x: Tensor, train_y: Tensor, cfg: TrainConfig,
+               removed: list[Tensor], *, device: torch.device | str = "cpu", progress: bool | None = None,
+               desc: str = "retrain (vectorized)") -> Tensor:
+    """Train ``len(removed)`` copies of ``model`` (holding theta_0) at once, copy b without the rows
+    ``removed[b]``, on the one shared schedule of ``cfg``: final parameters [B, P] (flat, CPU).
+
+    The same-seed semantics of :func:`train`, vectorized with ``torch.func.vmap``: every copy sees
+    every batch of the target's schedule with a 0/1 weight per sample (0 = removed); its loss is the
+    mean over its kept samples, so a batch that loses every row takes its step with a zero loss
+    gradient (weight decay and momentum still act). SGD with momentum and weight decay is applied as
+    ``torch.optim.SGD`` does (dampening 0, no Nesterov). Equal to :func:`train` to float tolerance,
+    not bit for bit (batched kernels sum in another order). SGD only; no trajectory is recorded.
+    """
+    from torch.func import functional_call, grad, vmap
+
+    if cfg.optimizer != "sgd":
+        raise ConfigError(f"vectorized retraining implements SGD only, not {cfg.optimizer!r}")
+    device = torch.device(device)
+    model = model.to(device)
+    images, labels = train_x.to(device), train_y.to(device)
+    n, copies = len(labels), len(removed)
+    keep = torch.ones(copies, n, device=device)
+    for b, rows in enumerate(removed):
+        if len(rows):
+            keep[b, torch.as_tensor(rows, dtype=torch.long, device=device)] = 0.0
+    params = {name: p.detach().unsqueeze(0).repeat(copies, *[1] * p.dim())
+              for name, p in model.named_parameters()}
+    momentum: dict[str, Tensor] | None = None
+
+    def loss(one: dict[str, Tensor], batch_images: Tensor, batch_labels: Tensor, weights: Tensor) -> Tensor:
+        logits = functional_call(model, one, (batch_images,))
+        per_sample = F.cross_entropy(logits, batch_labels, reduction="none")
+        return (per_sample * weights).sum() / weights.sum().clamp_min(1.0)
+
+    step_grad = vmap(grad(loss), in_dims=(0, None, None, 0))
+    bar = tqdm(total=cfg.epochs * -(-n // cfg.batch_size), desc=desc, unit="step", leave=False,
+               disable=None if progress is None else not progress)
+    model.train()
+    for epoch in range(cfg.epochs):
+        plan = epoch_plan(n, cfg.seed, epoch, cfg.augment)
+        for positions in batch_positions(n, cfg.batch_size):
+            rows = plan.order[positions].to(device)
+            batch_images = images[rows]
+            if cfg.augment:
+                batch_images = augment_batch(batch_images, plan.crops[positions], plan.flips[positions])
+            grads = step_grad(params, batch_images, labels[rows], keep[:, rows])
+            with torch.no_grad():
+                steps = {name: grads[name] + cfg.weight_decay * params[name] for name in params}
+                if cfg.momentum:
+                    momentum = steps if momentum is None else {
+                        name: cfg.momentum * momentum[name] + steps[name] for name in params}
+                    steps = momentum
+                params = {name: params[name] - cfg.lr * steps[name] for name in params}
+            bar.update(1)
+        if not all(torch.isfinite(value).all() for value in params.values()):
+            raise DivergedError(f"vectorized training diverged in epoch {epoch} (parameters are not "
+                                     f"finite); lower the learning rate (lr={cfg.lr})")
+    bar.close()
+    return torch.cat([value.detach().flatten(1).cpu() for value in params.values()], 1)

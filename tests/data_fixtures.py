@@ -67,10 +67,11 @@ def cifar_batch(images: np.ndarray, labels: list[int], labels_key: bytes) -> dic
             b"data": images.reshape(len(images), -1), b"filenames": [b"x.png"] * len(images)}
 
 
-def write_cifar10(root: Path, per_batch: int = 4, n_test: int = 5) -> dict[str, np.ndarray]:
-    """``<root>/cifar-10-batches-py`` with 5 training batches; returns all images and labels."""
+def write_cifar10(root: Path, per_batch: int = 4, n_test: int = 5, seed: int = 0) -> dict[str, np.ndarray]:
+    """``<root>/cifar-10-batches-py`` with 5 training batches; returns all images and labels.
+    ``seed`` > 0 draws other training images (another data root with the same layout)."""
     folder = root / "cifar-10-batches-py"
-    train = cifar_images(5 * per_batch, seed=1)
+    train = cifar_images(5 * per_batch, seed=1 + 10 * seed)
     train_y = [index % 10 for index in range(5 * per_batch)]
     for batch in range(5):
         rows = slice(batch * per_batch, (batch + 1) * per_batch)

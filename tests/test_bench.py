@@ -287,3 +287,33 @@ def test_reproduce_command_names_exactly_the_fields_that_differ_from_the_preset(
     assert reproduce_command(result) == ("ddm-bench run table1 --dataset digits --scale smoke --seeds 2 "
                                          "--queries 4 --set width=8 "
                                          "--set include_singles=false")
+
+
+def test_changing_a_lissa_option_changes_the_table2_cell_key(monkeypatch, tmp_path):
+    import dataclasses
+
+    from baselines.koh import KohAttributor
+    from bench import runner
+    from ddm.cache import ArtifactCache
+    from ddm.config import preset
+
+    keys = []
+
+    class Probe(runner.BenchTarget):
+        name, title, rows, columns = "table2", "t", ["r"], ["c"]
+
+        def run_seed(self, ctx, seed):
+            return {"r": {"c": {"value": 1.0}}}, {}
+
+    ctx = runner.RunContext(preset("smoke", "digits"), ArtifactCache(tmp_path))
+    real_entry = ctx.cache.entry
+
+    def spy(kind, config):
+        keys.append(real_entry(kind, config).key)
+        return real_entry(kind, config)
+
+    monkeypatch.setattr(ctx.cache, "entry", spy)
+    runner._seed_cells(Probe(), ctx, 0)
+    monkeypatch.setattr(KohAttributor, "options", dataclasses.replace(KohAttributor.options, depth=7))
+    runner._seed_cells(Probe(), ctx, 0)
+    assert len(keys) == 2 and keys[0] != keys[1]

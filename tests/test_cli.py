@@ -151,3 +151,52 @@ def test_oracle_retrains_every_cluster_once_then_reuses(run, tmp_path):
     assert second.exit_code == 0, second.output
     assert sorted((tmp_path / "home" / "retrained").glob("*/theta.pt")) == models
     assert [path.stat().st_mtime_ns for path in models] == written  # reused, not retrained
+
+
+BAD_INPUTS = [
+    ("train", "--set", "lr=inf"),
+    ("train", "--device", "banana"),
+    ("train", "--set", "momentum=-5"),
+    ("train", "--set", "weight_decay=-1"),
+    ("train", "--seed", "99999999999999999999"),
+    ("train", "--lr", "1e6"),  # trains, diverges: DivergedError naming the learning rate
+    ("distill", "--set", "lr_img=nan"),
+    ("distill", "--set", "real_batch=0"),
+    ("distill", "--set", "step_length=0"),
+    ("attribute", "--set", "finetune_lr=nan"),
+    ("attribute", "--set", "ridge=-1"),
+    ("attribute", "--set", "n_perturbations=0"),
+    ("attribute", "--method", "foo"),
+]
+
+
+@pytest.mark.parametrize("args", BAD_INPUTS, ids=" ".join)
+def test_each_bad_input_exits_2_with_one_clear_line(run, args):
+    command, *rest = args
+    result = run(command, *TINY, *rest)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert lines and lines[-1].startswith(("error", "Error")), result.output
+
+
+def test_attribute_with_an_unknown_method_trains_nothing(run, tmp_path):
+    result = run("attribute", *TINY, "--method", "foo")
+    assert result.exit_code == 2 and "foo" in result.output
+    assert not (tmp_path / "home" / "target").exists()
+
+
+def test_another_data_root_gets_another_target(run, tmp_path):
+    from tests.data_fixtures import write_cifar10
+
+    args = ["--dataset", "cifar10", "--scale", "smoke", "--n-per-class", "4", "--epochs", "1", "--width", "8",
+            "--device", "cpu"]
+    roots = []
+    for name, seed in (("a", 0), ("b", 1)):
+        write_cifar10(tmp_path / name, per_batch=20, n_test=10, seed=seed)
+        result = run("train", *args, "--data-root", str(tmp_path / name))
+        assert result.exit_code == 0, result.output
+        roots.append(artifact_path(result.output))
+    assert roots[0] != roots[1]  # same config, different files: a new entry, not a silent reuse
+    again = run("train", *args, "--data-root", str(tmp_path / "a"))
+    assert artifact_path(again.output) == roots[0]
