@@ -72,17 +72,21 @@ def protocol_seeds(target: Target, protocol: str, n_seeds: int) -> list[int]:
     return [target.config.train.seed + 1 + r for r in range(n_seeds)]
 
 
+def seeded(config: ExperimentConfig, seed: int) -> ExperimentConfig:
+    """``config`` with training seed ``seed`` (theta_0, batch order): what a retraining trains."""
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
+
+
 def retrain(config: ExperimentConfig, data: DataSplits, spec: RetrainSpec, entry: CacheEntry,
             device: str = "cpu", loss_fn: LossFn = cross_entropy_loss) -> Tensor:
     """Train without ``spec.removed`` (resuming a partial run), store and return theta [P].
 
     ``loss_fn`` replaces cross-entropy (knowledge-distillation students); the entry's key must then
     name the loss, since the cache cannot see it."""
-    train_config = dataclasses.replace(config.train, seed=spec.seed)
-    model_config = dataclasses.replace(config, train=train_config)
+    model_config = seeded(config, spec.seed)
     model = fresh_model(model_config, data.info.shape, data.info.num_classes)
     resume = resume_state(entry.load_partial())
-    result = train(model, data.train_x, data.train_y, train_config, removed=torch.tensor(spec.removed),
+    result = train(model, data.train_x, data.train_y, model_config.train, removed=torch.tensor(spec.removed),
                    device=device, resume=resume, progress=False, loss_fn=loss_fn,
                    on_epoch_end=lambda state: entry.save_partial(vars(state)))
     theta = flat_params(result.model)
@@ -114,11 +118,11 @@ def train_specs(config: ExperimentConfig, data: DataSplits, specs: Sequence[Retr
     for index, spec in enumerate(specs):
         by_seed.setdefault(spec.seed, []).append(index)
     for seed, indices in by_seed.items():
-        train_config = dataclasses.replace(config.train, seed=seed)
-        seeded = dataclasses.replace(config, train=train_config)
+        model_config = seeded(config, seed)
+        train_config = model_config.train
         for start in range(0, len(indices), max(batch, 1)):
             chunk = indices[start:start + max(batch, 1)]
-            model = fresh_model(seeded, data.info.shape, data.info.num_classes)
+            model = fresh_model(model_config, data.info.shape, data.info.num_classes)
             removed = [torch.tensor(specs[i].removed, dtype=torch.long) for i in chunk]
             if batch > 1:
                 rows = train_many(model, data.train_x, data.train_y, train_config, removed, device=device,

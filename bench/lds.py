@@ -27,7 +27,7 @@ from bench.evaluation import cluster_lds
 from bench.locate import paper_stages
 from bench.runner import TARGETS, BenchTarget, CellValues, RunContext, config_summary
 from ddm.attributor import Queries, RemovalPredictor
-from ddm.metrics import additive_prediction, lds_masks
+from ddm.metrics import lds_masks
 from ddm.pipeline import fit_method, select_queries
 
 LDS_MASKS = 50  # retrained masks per seed (TRAK's LDS uses 50-100 subsets)
@@ -50,10 +50,7 @@ class AddedSingles(RemovalPredictor):
         self.inner, self.target, self.clustering = inner, inner.target, inner.clustering
 
     def predict_removals(self, queries: Queries) -> Tensor:
-        return self.inner.removals(queries)
-
-    def predict_masks(self, keep: Tensor, queries: Queries) -> Tensor:
-        return additive_prediction(self.removals(queries), self.reference(queries), keep)
+        return self.inner.removals(queries)  # predict_masks is the base's: these added up
 
 
 @TARGETS.register("lds")
