@@ -99,9 +99,7 @@ def _worker(args: tuple) -> None:
     config, data_root, root, entry_config, spec, threads = args
     torch.set_num_threads(threads)
     entry = ArtifactCache(root).entry(RETRAIN_KIND, entry_config)
-    with entry.lock():
-        if not entry.is_complete():
-            retrain(config, load_data(config, data_root), spec, entry)
+    entry.get_or_compute(lambda: None, lambda: retrain(config, load_data(config, data_root), spec, entry))
 
 
 EXECUTORS = ("local", "process", "ray")
@@ -137,10 +135,8 @@ def train_specs(config: ExperimentConfig, data: DataSplits, specs: Sequence[Retr
 
 def store(entry: CacheEntry, spec: RetrainSpec, theta: Tensor, device: str, how: str) -> None:
     """Write one retrained model's entry (a no-op when another run completed it meanwhile)."""
-    with entry.lock():
-        if not entry.is_complete():
-            entry.save({"theta.pt": torch_bytes(theta)},
-                       {"removed": len(spec.removed), "trained_by": how, **environment(device)})
+    entry.get_or_compute(lambda: None, lambda: entry.save(
+        {"theta.pt": torch_bytes(theta)}, {"removed": len(spec.removed), "trained_by": how, **environment(device)}))
 
 
 class Retrainer:
@@ -187,9 +183,8 @@ class Retrainer:
                 bar.update(len(chunk))
         else:
             for spec, entry in pending:
-                with entry.lock():
-                    if not entry.is_complete():
-                        retrain(self.target.config, self.data, spec, entry, self._device())
+                entry.get_or_compute(lambda: None, lambda: retrain(self.target.config, self.data, spec, entry,
+                                                                   self._device()))
                 bar.update(1)
         bar.close()
         return [entry.load_torch("theta.pt") for entry in entries]

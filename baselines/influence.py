@@ -337,16 +337,20 @@ class InfluenceAttributor(RemovalPredictor):
     def cached(self, compute: Callable[[], dict[str, Tensor | float]]) -> dict[str, Any]:
         """The offline tensors: loaded when this exact (target, clustering, options) was fitted before."""
         entry = self.cache_entry()
-        with entry.lock():
-            if entry.is_complete():
-                self.loaded_from_cache = True
-                return entry.load_torch(OFFLINE_FILE)
+
+        def load() -> dict[str, Any]:
+            self.loaded_from_cache = True
+            return entry.load_torch(OFFLINE_FILE)
+
+        def compute_and_save() -> dict[str, Any]:
             start = time.perf_counter()
             result = compute()
             meta = {"seconds": time.perf_counter() - start, "n_params": self.problem.n_params,
                     **environment(self.problem.device)}
             entry.save({OFFLINE_FILE: torch_bytes(result)}, meta)
             return result
+
+        return entry.get_or_compute(load, compute_and_save)
 
     def query_inputs(self, queries: Queries) -> Tensor:
         return self.problem.encode(queries.images)

@@ -176,16 +176,20 @@ def _seed_cells(target: BenchTarget, ctx: RunContext, seed: int) -> tuple[CellVa
     if ctx.protocol != "same-seed" and target.retrains:  # likewise absent under the default protocol
         key.update(protocol=ctx.protocol, retrain_seeds=ctx.retrain_seeds)
     entry = ctx.cache.entry(CELLS_KIND, key)
-    with entry.lock():
-        if entry.is_complete():
-            stored = json.loads((entry.path / "cells.json").read_text())
-            return stored["cells"], stored["series"], stored["code_version"]
+
+    def load() -> tuple[CellValues, dict[str, Any], str]:
+        stored = entry.load_json("cells.json")
+        return stored["cells"], stored["series"], stored["code_version"]
+
+    def compute() -> tuple[CellValues, dict[str, Any], str]:
         cells, series = target.run_seed(ctx, seed)
         version = environment(resolve_device(ctx.device))["code_version"]
         entry.save({"cells.json": json.dumps({"cells": cells, "series": series,
                                               "code_version": version}).encode()},
                    {"target": target.name, "seed": seed, **environment(resolve_device(ctx.device))})
         return cells, series, version
+
+    return entry.get_or_compute(load, compute)
 
 
 def run_target(name: str, ctx: RunContext, seeds: list[int]) -> Result:

@@ -78,9 +78,8 @@ def train_cached(stages: Stages, cache: ArtifactCache, role: str, spec: RetrainS
                                "alpha": ALPHA, "removed": removed_digest(spec.removed),
                                "n_removed": len(spec.removed), "seed": spec.seed, **extra_key})
     device = str(next(stages.target.model.parameters()).device)
-    with entry.lock():
-        theta = (entry.load_torch("theta.pt") if entry.is_complete()
-                 else retrain(stages.config, stages.data, spec, entry, device, loss_fn))
+    theta = entry.get_or_compute(lambda: entry.load_torch("theta.pt"),
+                                 lambda: retrain(stages.config, stages.data, spec, entry, device, loss_fn))
     return load_model(stages.config, stages, theta)
 
 

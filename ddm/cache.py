@@ -23,11 +23,13 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 from ddm.errors import CacheError
 from ddm.paths import home
@@ -108,6 +110,14 @@ class CacheEntry:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def get_or_compute(self, load: Callable[[], T], compute: Callable[[], T]) -> T:
+        """The one way a stage reaches its artifact: under this entry's lock, ``load()`` it when the
+        entry is complete, else ``compute()`` it; ``compute`` saves the entry (it may save partial
+        progress on the way, so an interrupted stage resumes). Concurrent runs wait for each other
+        instead of computing the same entry twice."""
+        with self.lock():
+            return load() if self.is_complete() else compute()
 
     def _check_config(self) -> None:
         stored_path = self.path / CONFIG
@@ -199,6 +209,16 @@ class CacheEntry:
             return torch.load(self.path / name, map_location="cpu", weights_only=True)
         except Exception as err:  # an unpickling refusal or a malformed file, never code execution
             raise self._fault(f"file {name} cannot be loaded safely ({type(err).__name__})") from err
+
+    def load_json(self, name: str) -> Any:
+        """Load a verified JSON payload file."""
+        manifest = self.verify()
+        if name not in manifest["files"]:
+            raise self._fault(f"does not list {name} in its {MANIFEST}")
+        try:
+            return json.loads((self.path / name).read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise self._fault(f"file {name} is not valid JSON ({type(err).__name__})") from err
 
     def save_partial(self, state: Any) -> None:
         """Keep unfinished work (atomically, with its digest) so an interrupted stage can resume."""

@@ -166,14 +166,15 @@ def get_clustering(config: ExperimentConfig, data: DataSplits, *, target: Target
         raise ConfigError(f"unknown embedding {spec.embedding!r}; choose one of: {', '.join(EMBEDDINGS)}")
     cache = cache or ArtifactCache()
     entry = cache.entry(CLUSTER_KIND, clustering_key(config, cache))
-    with entry.lock():
-        if entry.is_complete():
-            return Clustering(**entry.load_torch("clusters.pt"))
+
+    def compute() -> Clustering:
         clustering = dataclasses.replace(_compute(config, data, target, cache, device, progress),
                                          key=entry.key)
         entry.save({"clusters.pt": torch_bytes(dataclasses.asdict(clustering))},
                    {"sizes": clustering.sizes().tolist()})
         return clustering
+
+    return entry.get_or_compute(lambda: Clustering(**entry.load_torch("clusters.pt")), compute)
 
 
 def _compute(config: ExperimentConfig, data: DataSplits, target: Target | None,

@@ -345,10 +345,11 @@ def get_synset(config: ExperimentConfig, target: Target, data: DataSplits, clust
     """The cached synset of (target, clustering, distill config, mode), distilled when missing."""
     cache = cache or ArtifactCache()
     entry = cache.entry(SYNSET_KIND, synset_key(config, target, clustering, mode))
-    with entry.lock():
-        if entry.is_complete():
-            return Synset(**entry.load_torch("synset.pt"))
+
+    def compute() -> Synset:
         synset = distill(target, data, clustering, config.distill, mode=mode, progress=progress)
         entry.save({"synset.pt": torch_bytes(dataclasses.asdict(synset))},
                    {"seconds": synset.seconds, "final_loss": synset.losses[-1] if synset.losses else None})
         return synset
+
+    return entry.get_or_compute(lambda: Synset(**entry.load_torch("synset.pt")), compute)

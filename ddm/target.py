@@ -132,11 +132,10 @@ def get_target(
         config = with_data_identity(config, data, data_root)
     entry = target_entry(config, cache)
     torch_device = resolve_device(device)
-    with entry.lock():
-        if entry.is_complete():
-            return _load_target(config, entry, torch_device)
-        data = data if data is not None else load_data(config, data_root)
-        return _train_target(config, entry, data, torch_device, progress)
+    return entry.get_or_compute(
+        lambda: _load_target(config, entry, torch_device),
+        lambda: _train_target(config, entry, data if data is not None else load_data(config, data_root),
+                              torch_device, progress))
 
 
 def _load_target(config: ExperimentConfig, entry: CacheEntry, device: torch.device) -> Target:

@@ -82,3 +82,40 @@ def test_failed_atomic_write_leaves_old_file_and_no_temp(tmp_path):
         atomic_write_bytes(path, object())  # type: ignore[arg-type]
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]
+
+
+def test_get_or_compute_computes_once_then_loads(cache):
+    calls = []
+
+    def compute():
+        calls.append("compute")
+        entry.save({"value.pt": torch_bytes(torch.tensor([1.0, 2.0]))})
+        return torch.tensor([1.0, 2.0])
+
+    entry = cache.entry("synset", {"k": 1})
+    first = entry.get_or_compute(lambda: entry.load_torch("value.pt"), compute)
+    again = cache.entry("synset", {"k": 1})
+    second = again.get_or_compute(lambda: again.load_torch("value.pt"), compute)
+    assert calls == ["compute"]
+    assert torch.equal(first, second)
+
+
+def test_get_or_compute_does_not_mark_a_failed_compute_complete(cache):
+    entry = cache.entry("synset", {"k": 2})
+
+    def fail():
+        raise RuntimeError("diverged")
+
+    with pytest.raises(RuntimeError):
+        entry.get_or_compute(lambda: "loaded", fail)
+    assert not entry.is_complete()
+    assert entry.get_or_compute(lambda: "loaded", lambda: "computed again") == "computed again"
+
+
+def test_cells_json_is_verified_before_use(cache):
+    entry = cache.entry("cells", {"k": 3})
+    entry.save({"cells.json": json.dumps({"cells": {}}).encode()})
+    assert entry.load_json("cells.json") == {"cells": {}}
+    (entry.path / "cells.json").write_text('{"cells": {"edited": 1}}')
+    with pytest.raises(CacheError):
+        entry.load_json("cells.json")
