@@ -414,3 +414,24 @@ def test_dataset_status_is_one_cheap_row_per_dataset(tmp_path, monkeypatch):
     assert not by_name["cifar100"].available and "cifar-100" in by_name["cifar100"].how_to_get
     assert not by_name["mnist"].available
     assert all("\n" not in row.how_to_get for row in rows)  # one line each in `data list`
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_dataset_status_reports_garbage_files_instead_of_yes(tmp_path, gz):
+    write_cifar10(tmp_path)
+    files = write_idx_set(tmp_path / "MNIST" / "raw", mnist_like(12, 6), gz=gz)
+    by_name = {row.name: row for row in dataset_status(tmp_path)}
+    assert by_name["cifar10"].available and by_name["mnist"].available and not by_name["mnist"].problem
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"<html>not found</html>")
+    garbage = b"garbage" * 40
+    files["test_images"].write_bytes(gzip.compress(garbage) if gz else garbage)
+    by_name = {row.name: row for row in dataset_status(tmp_path)}
+    assert not by_name["cifar10"].available and "data_batch_3 is not a pickle" in by_name["cifar10"].problem
+    assert not by_name["mnist"].available and "not an IDX images file" in by_name["mnist"].problem
+
+
+def test_dataset_status_reports_a_truncated_idx_file(tmp_path):
+    files = write_idx_set(tmp_path / "MNIST" / "raw", mnist_like(12, 6), gz=False)
+    files["train_images"].write_bytes(files["train_images"].read_bytes()[:-5])
+    row = {row.name: row for row in dataset_status(tmp_path)}["mnist"]
+    assert not row.available and "truncated" in row.problem

@@ -58,6 +58,7 @@ class DatasetStatus:
     available: bool
     where: str  # where it was found ("" when not available)
     how_to_get: str  # one line a researcher can act on
+    problem: str = ""  # files found but their headers are wrong (then not available)
 
 
 class Images(ABC):
@@ -128,7 +129,8 @@ class DatasetSource(ABC):
 
     @abstractmethod
     def status(self, data_root: Path | None) -> DatasetStatus:
-        """Whether the data is present, from file-existence checks only (no reads, no downloads)."""
+        """Whether the data is present: files exist and their first bytes are what the format says
+        (no full reads, no downloads)."""
 
     @abstractmethod
     def load_raw(self, data_root: Path | None) -> RawSplits:

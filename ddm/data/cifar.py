@@ -20,7 +20,7 @@ from ddm.data.base import (
     RawSplits,
     missing_data_error,
 )
-from ddm.data.files import as_dict_of_str, load_pickle
+from ddm.data.files import as_dict_of_str, load_pickle, pickle_header_problem
 from ddm.errors import DataError
 from ddm.paths import data_cache
 
@@ -59,7 +59,10 @@ class CifarSource(DatasetSource):
 
     def status(self, data_root: Path | None) -> DatasetStatus:
         folder = self.find(data_root)
-        return DatasetStatus(self.name, folder is not None, str(folder or ""), self.how_to_get())
+        problems = (pickle_header_problem(path) for path in self.files(folder)) if folder else iter(())
+        problem = next((problem for problem in problems if problem), "")
+        return DatasetStatus(self.name, folder is not None and not problem, str(folder or ""),
+                             self.how_to_get(), problem)
 
     def load_raw(self, data_root: Path | None) -> RawSplits:
         folder = self.find(data_root)

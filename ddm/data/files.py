@@ -33,6 +33,27 @@ _ALLOWED_GLOBALS = {
 }
 
 
+def head_bytes(path: Path, n: int) -> bytes:
+    """The first ``n`` bytes of a file (of its decompressed content for ``.gz``); b"" if unreadable."""
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as handle:
+                return handle.read(n)
+        with open(path, "rb") as handle:
+            return handle.read(n)
+    except (OSError, EOFError, zlib.error):
+        return b""
+
+
+def pickle_header_problem(path: Path) -> str | None:
+    """None when ``path`` starts like a pickle (protocol 2+ opcode, or a protocol-0/1 mark or empty
+    dict/list), else what is wrong: the check behind ``data list``, reading two bytes."""
+    head = head_bytes(path, 2)
+    if len(head) == 2 and ((head[0] == 0x80 and 2 <= head[1] <= 5) or head[:1] in (b"(", b"}", b"]")):
+        return None
+    return f"{path.name} is not a pickle (starts with {head.hex() or 'nothing'})"
+
+
 class _ArrayUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in _ALLOWED_GLOBALS:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ddm.data.base import ArrayImages, DatasetSource, DatasetStatus, RawSplits, missing_data_error
-from ddm.data.files import first_existing, read_bytes
+from ddm.data.files import first_existing, head_bytes, read_bytes
 from ddm.errors import DataError
 
 IDX_NAMES = {
@@ -44,6 +44,26 @@ def read_idx(path: Path, kind: str) -> np.ndarray:
         raise DataError(f"{path} is truncated or corrupted: its header says {dims} "
                         f"({expected} bytes) but the file has {len(payload)} bytes")
     return np.frombuffer(payload, np.uint8, offset=header).reshape(dims)
+
+
+def idx_header_problem(path: Path, kind: str) -> str | None:
+    """None when ``path``'s header is an IDX ``kind`` header (and, uncompressed, its size matches
+    the header's dimensions), else what is wrong: the check behind ``data list``."""
+    ndim = IDX_NDIM[kind]
+    head = head_bytes(path, 4 + 4 * ndim)
+    if len(head) < 4 + 4 * ndim or head[:2] != b"\0\0" or head[2] != IDX_UBYTE or head[3] != ndim:
+        return f"{path.name} is not an IDX {kind} file (header {head[:4].hex() or 'empty'})"
+    if path.suffix != ".gz":
+        dims = np.frombuffer(head, ">i4", count=ndim, offset=4)
+        if path.stat().st_size != 4 + 4 * ndim + int(np.prod(dims, dtype=np.int64)):
+            return f"{path.name} is truncated: its header says {tuple(int(d) for d in dims)}"
+    return None
+
+
+def idx_problem(files: dict[str, Path]) -> str:
+    """The first header problem among the four IDX files ("" when none)."""
+    problems = (idx_header_problem(path, role.split("_")[1]) for role, path in files.items())
+    return next((problem for problem in problems if problem), "")
 
 
 def idx_files(directory: Path) -> dict[str, Path] | None:
@@ -104,7 +124,8 @@ class IdxSource(DatasetSource):
     def status(self, data_root: Path | None) -> DatasetStatus:
         found = self.find_idx(data_root)
         where = str(found[0]) if found else ""
-        return DatasetStatus(self.name, found is not None, where, self.how_to_get)
+        problem = idx_problem(found[1]) if found else ""
+        return DatasetStatus(self.name, found is not None and not problem, where, self.how_to_get, problem)
 
     def load_raw(self, data_root: Path | None) -> RawSplits:
         found = self.find_idx(data_root)

@@ -25,8 +25,8 @@ from ddm.data.base import (
     RawSplits,
     missing_data_error,
 )
-from ddm.data.files import load_pickle, sha256_of, write_atomic
-from ddm.data.idx import IdxSource
+from ddm.data.files import load_pickle, pickle_header_problem, sha256_of, write_atomic
+from ddm.data.idx import IdxSource, idx_problem
 from ddm.errors import DataError
 from ddm.paths import data_cache
 
@@ -141,9 +141,12 @@ class MnistSource(IdxSource):
         found = self.find_idx(data_root)
         cache = mnist_cache_path()
         if found is not None:
-            return DatasetStatus(self.name, True, str(found[0]), self.how_to_get)
-        return DatasetStatus(self.name, cache.is_file(), str(cache) if cache.is_file() else "",
-                             self.how_to_get)
+            problem = idx_problem(found[1])
+            return DatasetStatus(self.name, not problem, str(found[0]), self.how_to_get, problem)
+        if not cache.is_file():
+            return DatasetStatus(self.name, False, "", self.how_to_get)
+        problem = pickle_header_problem(cache) or ""
+        return DatasetStatus(self.name, not problem, str(cache), self.how_to_get, problem)
 
     def load_raw(self, data_root: Path | None) -> RawSplits:
         found = self.find_idx(data_root)
