@@ -48,7 +48,7 @@ def environment(device: torch.device | str) -> dict[str, Any]:
     return {
         "code_version": code_version(),
         "ddm_bench_version": __version__,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),  # a plain str: TorchVersion would not load weights_only
         "numpy_version": numpy.__version__,
         "python_version": platform.python_version(),
         "device": str(device),
