@@ -72,16 +72,17 @@ def ray_retrain(retrainer: Retrainer, pending: list[tuple[RetrainSpec, CacheEntr
     """Train every pending spec as Ray tasks; write each result into its entry as it arrives."""
     from baselines.exact import store
 
-    ray = connect(retrainer.ray_address)
+    ray = connect(retrainer.execution.ray_address)
     task = ray.remote(max_retries=RAY_TASK_RETRIES)(_chunk_task)
-    options = {"num_gpus": retrainer.ray_gpus} if retrainer.ray_gpus else {"num_cpus": 1}
+    run = retrainer.execution
+    options = {"num_gpus": run.ray_gpus} if run.ray_gpus else {"num_cpus": 1}
     data_ref = ray.put(retrainer.data)
     fail_marker = fail_marker or getattr(retrainer, "fail_marker", None)
     running = {}
-    for start in range(0, len(pending), retrainer.batch):
-        chunk = pending[start:start + retrainer.batch]
+    for start in range(0, len(pending), run.batch):
+        chunk = pending[start:start + run.batch]
         ref = task.options(**options).remote(retrainer.target.config, data_ref, [spec for spec, _ in chunk],
-                                             retrainer.batch, fail_marker)
+                                             run.batch, fail_marker)
         running[ref] = chunk
     while running:
         done, _ = ray.wait(list(running), num_returns=1)

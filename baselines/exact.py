@@ -10,6 +10,11 @@ Two protocols, recorded in every result:
 Every retrained model is its own cache entry (keyed by target, removed rows, protocol and seed), so
 an interrupted oracle run resumes where it stopped and a later run reuses all of it. Retrainings can
 run in parallel worker processes.
+
+Two frozen option sets, kept apart on purpose: :class:`OracleConfig` says *what* the oracle computes
+(protocol, seeds; it enters cell keys and results), :class:`ExecutorConfig` says *how* retraining
+runs (in this process, in worker processes, as Ray tasks; every path writes the same entries, so it
+enters no key).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -40,6 +46,53 @@ from ddm.train import LossFn, cross_entropy_loss, flat_params, resume_state, tra
 RETRAIN_KIND = "retrained"
 RETRAIN_SCHEMA = 2  # 2: keyed by the target's weights key (trajectory density excluded)
 PROTOCOLS = ("same-seed", "fresh-seed")
+EXECUTORS = ("local", "process", "ray")
+
+
+@dataclass(frozen=True)
+class OracleConfig:
+    """What exact retraining computes: the protocol and, under fresh-seed, the seeds averaged."""
+
+    protocol: str = "same-seed"
+    retrain_seeds: int = 3  # fresh-seed only: retrainings averaged per removed set
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"unknown retraining protocol {self.protocol!r}; choose one of: "
+                              f"{', '.join(PROTOCOLS)}")
+        if isinstance(self.retrain_seeds, bool) or not isinstance(self.retrain_seeds, int) \
+                or self.retrain_seeds < 1:
+            raise ConfigError(f"retrain_seeds must be an integer >= 1, got {self.retrain_seeds!r}")
+
+    def key(self) -> dict[str, object]:
+        """What distinguishes cached results: nothing under the default same-seed protocol (so entries
+        cached before the field existed stay valid), the protocol and seeds otherwise."""
+        if self.protocol == "same-seed":
+            return {}
+        return {"protocol": self.protocol, "retrain_seeds": self.retrain_seeds}
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """How exact retraining runs, never what it computes. ``executor``: ``local`` (this process;
+    ``batch`` > 1 vectorizes same-seed retrains, see :func:`train_specs`), ``process`` (``workers``
+    local processes; ``workers`` > 1 implies it) or ``ray`` (tasks on the Ray cluster at
+    ``ray_address``, or a local Ray instance, ``batch`` specs per task, ``ray_gpus`` GPUs each; see
+    :mod:`baselines.distributed`)."""
+
+    executor: str = "local"
+    workers: int = 1
+    batch: int = 1
+    ray_address: str | None = None
+    ray_gpus: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"unknown executor {self.executor!r}; choose one of: {', '.join(EXECUTORS)}")
+        if self.batch < 1 or self.workers < 1:
+            raise ConfigError(f"retrain batch and workers must be >= 1 (got {self.batch}, {self.workers})")
+        if not self.ray_gpus >= 0:
+            raise ConfigError(f"ray_gpus must be >= 0, got {self.ray_gpus}")
 
 
 @dataclass(frozen=True)
@@ -61,15 +114,11 @@ def retrain_entry(target: Target, spec: RetrainSpec, cache: ArtifactCache) -> Ca
                                       "protocol": spec.protocol, "seed": spec.seed})
 
 
-def protocol_seeds(target: Target, protocol: str, n_seeds: int) -> list[int]:
-    """Training seeds of the retrainings: the target's own, or ``n_seeds`` fresh ones."""
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"unknown retraining protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
-    if protocol == "same-seed":
+def protocol_seeds(target: Target, oracle: OracleConfig) -> list[int]:
+    """Training seeds of the retrainings: the target's own, or ``oracle.retrain_seeds`` fresh ones."""
+    if oracle.protocol == "same-seed":
         return [target.config.train.seed]
-    if n_seeds < 1:
-        raise ConfigError(f"fresh-seed retraining needs at least one seed, got {n_seeds}")
-    return [target.config.train.seed + 1 + r for r in range(n_seeds)]
+    return [target.config.train.seed + 1 + r for r in range(oracle.retrain_seeds)]
 
 
 def seeded(config: ExperimentConfig, seed: int) -> ExperimentConfig:
@@ -102,9 +151,6 @@ def _worker(args: tuple) -> None:
     entry.get_or_compute(lambda: None, lambda: retrain(config, load_data(config, data_root), spec, entry))
 
 
-EXECUTORS = ("local", "process", "ray")
-
-
 def train_specs(config: ExperimentConfig, data: DataSplits, specs: Sequence[RetrainSpec],
                 device: str = "cpu", batch: int = 1) -> list[Tensor]:
     """theta [P] of every spec, computed here without touching any cache (a Ray task's body).
@@ -135,30 +181,22 @@ def train_specs(config: ExperimentConfig, data: DataSplits, specs: Sequence[Retr
 
 def store(entry: CacheEntry, spec: RetrainSpec, theta: Tensor, device: str, how: str) -> None:
     """Write one retrained model's entry (a no-op when another run completed it meanwhile)."""
-    entry.get_or_compute(lambda: None, lambda: entry.save(
-        {"theta.pt": torch_bytes(theta)}, {"removed": len(spec.removed), "trained_by": how, **environment(device)}))
+    meta = {"removed": len(spec.removed), "trained_by": how, **environment(device)}
+    entry.get_or_compute(lambda: None, lambda: entry.save({"theta.pt": torch_bytes(theta)}, meta))
 
 
 class Retrainer:
-    """Retrain the target without given row sets; cached, resumable, optionally in parallel.
+    """Retrain the target without given row sets; cached, resumable, run as ``execution`` says.
 
-    ``executor``: ``local`` (this process; ``batch`` > 1 vectorizes same-seed retrains, see
-    :func:`train_specs`), ``process`` (``workers`` local processes; ``workers`` > 1 implies it) or
-    ``ray`` (tasks on a Ray
-    cluster at ``ray_address``, or a local Ray instance; see :mod:`baselines.distributed`). Every
-    path writes the same cache entries, so they are interchangeable: a vectorized or Ray-trained
-    entry equals the one-at-a-time one to float tolerance per step (see ``train_many``)."""
+    Every execution path writes the same cache entries, so they are interchangeable: a vectorized
+    or Ray-trained entry equals the one-at-a-time one to float tolerance per step (see
+    ``train_many``)."""
 
-    def __init__(self, target: Target, data: DataSplits, cache: ArtifactCache, *, workers: int = 1,
-                 data_root: str | None = None, progress: bool | None = None, executor: str = "local",
-                 batch: int = 1, ray_address: str | None = None, ray_gpus: float = 0.0) -> None:
-        if executor not in EXECUTORS:
-            raise ConfigError(f"unknown executor {executor!r}; choose one of: {', '.join(EXECUTORS)}")
-        if batch < 1 or workers < 1:
-            raise ConfigError(f"retrain batch and workers must be >= 1 (got {batch}, {workers})")
+    def __init__(self, target: Target, data: DataSplits, cache: ArtifactCache, *,
+                 execution: ExecutorConfig = ExecutorConfig(), data_root: str | None = None,
+                 progress: bool | None = None) -> None:
         self.target, self.data, self.cache = target, data, cache
-        self.workers, self.data_root, self.progress = workers, data_root, progress
-        self.executor, self.batch, self.ray_address, self.ray_gpus = executor, batch, ray_address, ray_gpus
+        self.execution, self.data_root, self.progress = execution, data_root, progress
 
     def thetas(self, specs: Sequence[RetrainSpec], desc: str = "exact retraining") -> list[Tensor]:
         """theta [P] of every spec, training the missing ones first."""
@@ -167,24 +205,25 @@ class Retrainer:
                    if not entry.is_complete()]
         bar = tqdm(total=len(specs), initial=len(specs) - len(pending), desc=desc, unit="model",
                    disable=None if self.progress is None else not self.progress)
-        if pending and self.executor == "ray":
+        run = self.execution
+        if pending and run.executor == "ray":
             from baselines.distributed import ray_retrain
 
             ray_retrain(self, pending, bar)
-        elif (self.executor == "process" or self.workers > 1) and len(pending) > 1:
+        elif (run.executor == "process" or run.workers > 1) and len(pending) > 1:
             self._parallel(pending, bar)
-        elif self.batch > 1 and len(pending) > 1:
-            for start in range(0, len(pending), self.batch):
-                chunk = pending[start:start + self.batch]
+        elif run.batch > 1 and len(pending) > 1:
+            for start in range(0, len(pending), run.batch):
+                chunk = pending[start:start + run.batch]
                 thetas = train_specs(self.target.config, self.data, [spec for spec, _ in chunk],
-                                     self._device(), self.batch)
+                                     self._device(), run.batch)
                 for (spec, entry), theta in zip(chunk, thetas, strict=True):
                     store(entry, spec, theta, self._device(), f"vectorized x{len(chunk)}")
                 bar.update(len(chunk))
         else:
             for spec, entry in pending:
-                entry.get_or_compute(lambda: None, lambda: retrain(self.target.config, self.data, spec, entry,
-                                                                   self._device()))
+                entry.get_or_compute(lambda: None, lambda spec=spec, entry=entry: retrain(
+                    self.target.config, self.data, spec, entry, self._device()))
                 bar.update(1)
         bar.close()
         return [entry.load_torch("theta.pt") for entry in entries]
@@ -193,7 +232,8 @@ class Retrainer:
         return str(next(self.target.model.parameters()).device)
 
     def _parallel(self, pending: list[tuple[RetrainSpec, CacheEntry]], bar: tqdm) -> None:
-        workers = max(self.workers, 2) if self.executor == "process" else self.workers
+        run = self.execution
+        workers = max(run.workers, 2) if run.executor == "process" else run.workers
         threads = max(1, (os.cpu_count() or 1) // workers)
         jobs = [(self.target.config, self.data_root, str(self.cache.root), entry.config, spec, threads)
                 for spec, entry in pending]
@@ -232,25 +272,23 @@ def single_cluster_specs(clustering: Clustering, protocol: str, seeds: Sequence[
 
 @METHODS.register("exact")
 class ExactAttributor(RemovalPredictor):
-    """Exact retraining without each cluster (the ground truth). ``protocol``/``n_seeds``/``workers``
-    are class attributes a caller may replace before ``fit``."""
+    """Exact retraining without each cluster (the ground truth): ``options`` (an
+    :class:`OracleConfig`) say what is retrained, ``execution`` (an :class:`ExecutorConfig`) how."""
 
     name = "exact"
-    protocol = "same-seed"
-    n_seeds = 3  # fresh-seed only: retrainings averaged per cluster
-    workers = 1
-    executor = "local"  # local | process | ray (see Retrainer)
-    retrain_batch = 1  # specs per vectorized pass / per Ray task
-    ray_address: str | None = None
-    ray_gpus = 0.0
+    Options = OracleConfig
+
+    def __init__(self, config: ExperimentConfig, *, execution: ExecutorConfig = ExecutorConfig(),
+                 data_root: str | None = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self.execution, self.data_root = execution, data_root
 
     def fit(self, target: Target, data: DataSplits, clustering: Clustering) -> None:
         super().fit(target, data, clustering)
-        self.seeds = protocol_seeds(target, self.protocol, self.n_seeds)
-        self.specs = single_cluster_specs(clustering, self.protocol, self.seeds)
-        self.retrainer = Retrainer(target, data, self.cache, workers=self.workers, progress=self.progress,
-                                   executor=self.executor, batch=self.retrain_batch,
-                                   ray_address=self.ray_address, ray_gpus=self.ray_gpus)
+        self.seeds = protocol_seeds(target, self.options)
+        self.specs = single_cluster_specs(clustering, self.options.protocol, self.seeds)
+        self.retrainer = Retrainer(target, data, self.cache, execution=self.execution,
+                                   data_root=self.data_root, progress=self.progress)
         self.retrainer.thetas(self.specs)  # offline: every single-cluster model, cached
 
     def predict_removals(self, queries: Queries) -> Tensor:
@@ -261,8 +299,8 @@ class ExactAttributor(RemovalPredictor):
     def predict_masks(self, keep: Tensor, queries: Queries) -> Tensor:
         """Joint removals retrained exactly (cached per removed set, under this protocol)."""
         device = next(self.target.model.parameters()).device
-        return self.retrainer.removal_outputs(removed_rows(self.clustering, keep), self.protocol, self.seeds,
-                                              queries.images.to(device)).to(torch.float64)
+        return self.retrainer.removal_outputs(removed_rows(self.clustering, keep), self.options.protocol,
+                                              self.seeds, queries.images.to(device)).to(torch.float64)
 
 
 def removed_rows(clustering: Clustering, keep: Tensor) -> list[tuple[int, ...]]:

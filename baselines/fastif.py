@@ -28,7 +28,6 @@ from baselines.influence import (
 from ddm.attributor import METHODS, Queries
 from ddm.cluster import Clustering, embed
 from ddm.data import DataSplits
-from ddm.errors import ConfigError
 from ddm.target import Target
 
 NEIGHBOR_FRACTION = 0.1
@@ -55,12 +54,10 @@ class FastIFAttributor(InfluenceAttributor):
     """kNN-preselected influence functions (per-query s_test)."""
 
     name = "fastif"
-    options = FastIFConfig()
+    Options = FastIFConfig
 
     def fit(self, target: Target, data: DataSplits, clustering: Clustering) -> None:
         super().fit(target, data, clustering)
-        if self.options.neighbors is not None and self.options.neighbors < 1:
-            raise ConfigError(f"neighbors must be >= 1 (or None), got {self.options.neighbors}")
         stored = self.cached(lambda: self._index(data))
         self.train_embeddings = stored["embeddings"].to(self.problem.device)
         self.scale = stored["scale"]

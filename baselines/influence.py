@@ -29,7 +29,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -90,6 +90,9 @@ class InfluenceConfig:
     sample_vectors_per_call: int | None = option(
         None, "memory bound: vectors x samples per vmapped HVP call; None = 65536 (head), 2048 (all)")
 
+    def __post_init__(self) -> None:
+        validate_options(self)  # every instance is checked where it is made, before any work
+
 
 @dataclass(frozen=True)
 class LissaConfig(InfluenceConfig):
@@ -114,16 +117,21 @@ def validate_options(options: InfluenceConfig) -> None:
     """Reject option values that cannot work, naming the option."""
     if options.params not in PARAM_SETS:
         raise ConfigError(f"unknown params {options.params!r}; choose one of: {', '.join(PARAM_SETS)}")
-    if options.damping < 0:
-        raise ConfigError(f"damping must be >= 0, got {options.damping}")
+    if not options.damping >= 0 or options.damping == float("inf"):
+        raise ConfigError(f"damping must be finite and >= 0, got {options.damping}")
+    positive = ["sample_vectors_per_call"]
     if isinstance(options, LissaConfig):
         if options.solver not in SOLVERS:
             raise ConfigError(f"unknown solver {options.solver!r}; choose one of: {', '.join(SOLVERS)}")
-        for name in ("depth", "batch_size", "repeats"):
-            if getattr(options, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(options, name)}")
-        if options.scale is not None and not options.scale > 0:
-            raise ConfigError(f"scale must be > 0 (or None to estimate it), got {options.scale}")
+        positive += ["depth", "batch_size", "repeats", "exact_max_params"]
+        if options.scale is not None and not 0 < options.scale < float("inf"):
+            raise ConfigError(f"scale must be finite and > 0 (or None to estimate it), got {options.scale}")
+    positive += [name for name in ("neighbors", "top_eigen", "iterations", "hvp_batch")
+                 if hasattr(options, name)]
+    for name in positive:
+        value = getattr(options, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}")
 
 
 def flatten(tree: Params, batch_dims: int = 0) -> Tensor:
@@ -312,15 +320,15 @@ def ids_digest(cluster_ids: Tensor) -> str:
 class InfluenceAttributor(RemovalPredictor):
     """Base of the influence baselines: builds the :class:`LossProblem` and caches offline tensors.
 
-    Subclasses set ``options`` (a frozen config; replace it on the class or the instance before
-    ``fit`` to change settings) and implement ``predict_removals``.
+    Subclasses name their frozen options class in ``Options`` (an instance gets its options as the
+    constructor's ``options`` argument; the options check themselves when made) and implement
+    ``predict_removals``.
     """
 
-    options: InfluenceConfig = InfluenceConfig()
+    Options: ClassVar[type] = InfluenceConfig
 
     def fit(self, target: Target, data: DataSplits, clustering: Clustering) -> None:
         super().fit(target, data, clustering)
-        validate_options(self.options)
         if len(clustering.cluster_ids) != len(data.train_y):
             raise DataError(f"the clustering covers {len(clustering.cluster_ids)} samples, the training "
                             f"set has {len(data.train_y)}")

@@ -22,7 +22,7 @@ class KohAttributor(InfluenceAttributor):
     """Influence functions; ``options`` (a :class:`LissaConfig`) choose parameters and solver."""
 
     name = "koh"
-    options = LissaConfig()
+    Options = LissaConfig
 
     def fit(self, target: Target, data: DataSplits, clustering: Clustering) -> None:
         super().fit(target, data, clustering)

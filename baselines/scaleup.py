@@ -47,7 +47,7 @@ class ScaleUpAttributor(InfluenceAttributor):
     """Arnoldi influence functions."""
 
     name = "scaleup"
-    options = ScaleUpConfig()
+    Options = ScaleUpConfig
 
     def fit(self, target: Target, data: DataSplits, clustering: Clustering) -> None:
         super().fit(target, data, clustering)

@@ -17,7 +17,7 @@ import click
 from ddm.cache import ArtifactCache
 from ddm.config import OPTIMIZERS, SCALES, ExperimentConfig, parse_assignment, preset, with_overrides
 from ddm.data import DATASETS, dataset_status
-from ddm.errors import DdmError
+from ddm.errors import ConfigError, DdmError
 from ddm.models import INIT_SCHEMES, MODELS
 from ddm.objectives import OBJECTIVES
 
@@ -103,6 +103,15 @@ CONFIG_FIELDS = ("arch", "width", "depth", "init", "epochs", "lr", "optimizer", 
                  "n_per_class", "seed")
 
 
+def method_option(command: Any) -> Any:
+    """--option METHOD.FIELD=VALUE: a method's own options (the influence baselines' solver
+    settings); they enter the cached cells' keys and the results like every config field."""
+    return click.option(
+        "--option", "method_assignments", multiple=True, metavar="METHOD.FIELD=VALUE",
+        help="A method's own option, e.g. --option koh.depth=1000 --option scaleup.top_eigen=50 "
+             "(repeatable; fields: baselines/influence.py, fastif.py, scaleup.py).")(command)
+
+
 def config_from_options(options: dict[str, Any]) -> ExperimentConfig:
     fields = {name: options[name] for name in CONFIG_FIELDS}
     fields.update(parse_assignment(text) for text in options.get("assignments", ()))
@@ -119,6 +128,9 @@ def data() -> None:
 def data_list(data_root: str | None) -> None:
     """List every registered dataset, whether it is available, and where (or how to get it)."""
     for status in dataset_status(data_root):
+        if status.problem:
+            click.echo(f"{status.name:<14} bad  {status.where}: {status.problem}; {status.how_to_get}")
+            continue
         mark = "yes" if status.available else "no "
         where = status.where if status.available else status.how_to_get
         click.echo(f"{status.name:<14} {mark}  {where}")
@@ -199,24 +211,47 @@ def torch_generator(seed: int):
 @click.option("--query-seed", type=int, default=0, show_default=True)
 @click.option("--objective", type=click.Choice(OBJECTIVES.names()), default="dist1", show_default=True)
 @click.option("--hierarchical", is_flag=True, help="DDM only: locate by L class + C cluster deletions.")
+@method_option
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write W, scores and located clusters [attribution-<...>.pt].")
 @click.pass_obj
 def attribute(obj: BenchContext, method: str, n_queries: int, query_seed: int, objective: str,
-              hierarchical: bool, output: Path | None, **options: Any) -> None:
+              hierarchical: bool, method_assignments: tuple[str, ...], output: Path | None,
+              **options: Any) -> None:
     """Attribute test predictions to training clusters and write the attribution matrix."""
     import baselines  # noqa: F401  (registers the baseline methods)
     import ddm.attribute  # noqa: F401
     from ddm.attributor import METHODS
     from ddm.pipeline import run_attribution
 
-    METHODS[method]  # an unknown method fails here, before any training
+    METHODS[method]  # an unknown method or option fails here, before any training
+    method_options = parsed_method_options(method_assignments)
     stages = _stages(obj, options)
     output = output or Path(f"attribution-{stages.config.data.dataset}-{stages.config.scale}-{method}-"
                             f"{objective}.pt")
-    report = run_attribution(stages, method, n_queries, query_seed, objective, hierarchical, output)
+    report = run_attribution(stages, method, n_queries, query_seed, objective, hierarchical, output,
+                             options=method_options.get(method))
     for line in report:
         click.echo(line)
+
+
+def parsed_method_options(assignments: tuple[str, ...]) -> dict[str, Any]:
+    import baselines  # noqa: F401  (registers the baseline methods)
+    import ddm.attribute  # noqa: F401
+    from ddm.attributor import parse_method_options
+
+    chosen = parse_method_options(assignments)
+    if "exact" in chosen:
+        raise ConfigError("the oracle's options are --protocol and --retrain-seeds, not --option exact.*")
+    return chosen
+
+
+def executor_config(executor: str, workers: int, retrain_batch: int, ray_address: str | None,
+                    ray_gpus: float) -> Any:
+    from baselines.exact import ExecutorConfig
+
+    return ExecutorConfig(executor=executor, workers=workers, batch=retrain_batch, ray_address=ray_address,
+                          ray_gpus=ray_gpus)
 
 
 def executor_options(command: Any) -> Any:
@@ -253,13 +288,13 @@ def oracle(obj: BenchContext, protocol: str, n_seeds: int, workers: int, executo
     """Retrain without every single cluster (the ground truth); resumable and cached."""
     import time
 
-    from baselines.exact import ExactAttributor
+    from baselines.exact import ExactAttributor, OracleConfig
 
+    oracle_options = OracleConfig(protocol=protocol, retrain_seeds=n_seeds)
+    execution = executor_config(executor, workers, retrain_batch, ray_address, ray_gpus)
     stages = _stages(obj, options)
-    attributor = ExactAttributor(stages.config, cache=obj.cache)
-    attributor.protocol, attributor.n_seeds, attributor.workers = protocol, n_seeds, workers
-    attributor.executor, attributor.retrain_batch = executor, retrain_batch
-    attributor.ray_address, attributor.ray_gpus = ray_address, ray_gpus
+    attributor = ExactAttributor(stages.config, options=oracle_options, execution=execution,
+                                 data_root=options["data_root"], cache=obj.cache)
     start = time.perf_counter()
     attributor.fit(stages.target, stages.data, stages.clustering)
     seconds = time.perf_counter() - start
@@ -274,7 +309,7 @@ def list_command() -> None:
     import baselines  # noqa: F401
     import bench.targets  # noqa: F401
     import ddm.attribute  # noqa: F401
-    from bench.runner import TARGETS
+    from bench.base import TARGETS
     from ddm.attributor import METHODS
 
     click.echo("targets:  " + ", ".join([*TARGETS.names(), "all"]))
@@ -286,7 +321,7 @@ def list_command() -> None:
 
 def target_names() -> list[str]:
     import bench.targets  # noqa: F401
-    from bench.runner import TARGETS
+    from bench.base import TARGETS
 
     return [*TARGETS.names(), "all"]
 
@@ -307,6 +342,7 @@ def target_names() -> list[str]:
                    "fresh-seed (new seeds per removed set, outputs averaged; adds retraining noise).")
 @click.option("--retrain-seeds", type=click.IntRange(min=1), default=3, show_default=True,
               help="fresh-seed only: retrainings averaged per removed set.")
+@method_option
 @click.option("--query-seed-base", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed s draws its test queries with seed s + this (development runs: >= 100; the "
                    "committed tables: 0).")
@@ -317,17 +353,21 @@ def target_names() -> list[str]:
 @click.pass_obj
 def run(obj: BenchContext, target: str, n_seeds: int, n_queries: int, workers: int, executor: str,
         retrain_batch: int, ray_address: str | None, ray_gpus: float, protocol: str, retrain_seeds: int,
-        query_seed_base: int, results_dir: Path, tables_dir: Path, **options: Any) -> None:
+        query_seed_base: int, method_assignments: tuple[str, ...], results_dir: Path, tables_dir: Path,
+        **options: Any) -> None:
     """Run a table, figure or the timings (or `all`); write results/ and render tables/."""
+    from baselines.exact import OracleConfig
+    from bench.base import TARGETS, RunContext
     from bench.render import table_path
-    from bench.runner import TARGETS, RunContext, run_target
+    from bench.runner import run_target
 
     config = config_from_options(options)
     ctx = RunContext(config, obj.cache, data_root=options["data_root"], device=options["device"],
-                     n_queries=n_queries, workers=workers, query_seed_base=query_seed_base,
-                     protocol=protocol, retrain_seeds=retrain_seeds, results_dir=results_dir,
-                     tables_dir=tables_dir, executor=executor, retrain_batch=retrain_batch,
-                     ray_address=ray_address, ray_gpus=ray_gpus)
+                     n_queries=n_queries, query_seed_base=query_seed_base,
+                     oracle=OracleConfig(protocol=protocol, retrain_seeds=retrain_seeds),
+                     execution=executor_config(executor, workers, retrain_batch, ray_address, ray_gpus),
+                     method_options=parsed_method_options(method_assignments),
+                     results_dir=results_dir, tables_dir=tables_dir)
     for name in TARGETS.names() if target == "all" else [target]:
         result = run_target(name, ctx, list(range(n_seeds)))
         click.echo(f"{name}: {result.wall_seconds:.1f} s -> "
@@ -354,7 +394,7 @@ def cache_adopt(obj: BenchContext) -> None:
               show_default=True)
 def report(results_dir: Path, tables_dir: Path) -> None:
     """Render every result under results/ into tables/ (Markdown and PNG)."""
-    from bench.render import render_all
+    from bench.runner import render_all
 
     for path in render_all(results_dir, tables_dir):
         click.echo(str(path))

@@ -19,12 +19,10 @@ from typing import Any
 
 import torch
 
+from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
 from bench.locate import exact_oracle
-from bench.render import PLOTTERS
 from bench.results import Result
-from bench.runner import TARGETS, BenchTarget, CellValues, RunContext, config_summary
 from ddm.metrics import located_value
-from ddm.pipeline import fit_method
 
 SYNSETS = (("DDM-match (gradient matching)", "ddm_match"), ("DDM (reverse matching)", "ddm"))
 
@@ -52,13 +50,17 @@ class Figure4(BenchTarget):
         cells: CellValues = {}
         series: dict[str, Any] = {}
         for row, method in SYNSETS:
-            synset = fit_method(method, stages, progress=ctx.progress).synset
+            synset = ctx.fit(method, stages).synset
             distances = nearest_real_distance(synset.images, stages.data.train_x)
             cells[row] = {"mean NN distance": {"value": float(distances.mean())},
                           "min NN distance": {"value": float(distances.min())}}
             first_of_class = synset.cluster_ids % per_class == 0
             series[method] = synset.images[first_of_class].tolist()
         return cells, series
+
+    def plot(self, result: Result, path: Path) -> bool:
+        plot_fig4(result, path)
+        return True
 
 
 def plot_fig4(result: Result, path: Path) -> None:
@@ -98,7 +100,7 @@ class Figure6(BenchTarget):
     def run_seed(self, ctx: RunContext, seed: int) -> tuple[CellValues, dict[str, Any]]:
         stages = ctx.stages(ctx.seeded(seed))
         oracle = exact_oracle(ctx, stages, seed)
-        ddm = fit_method("ddm", stages, progress=ctx.progress)
+        ddm = ctx.fit("ddm", stages)
         n_clusters = stages.clustering.n_clusters
         flat_scores = ddm.scores_of_singles(oracle.queries, "dist1")
         flat = flat_scores.argmax(0)
@@ -119,6 +121,10 @@ class Figure6(BenchTarget):
                   "n_classes": stages.clustering.n_classes}
         return cells, series
 
+    def plot(self, result: Result, path: Path) -> bool:
+        plot_fig6(result, path)
+        return True
+
 
 def plot_fig6(result: Result, path: Path) -> None:
     import matplotlib
@@ -138,7 +144,3 @@ def plot_fig6(result: Result, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
-
-
-PLOTTERS["fig4"] = plot_fig4
-PLOTTERS["fig6"] = plot_fig6

@@ -41,10 +41,10 @@ from scipy.stats import spearmanr
 from torch import Tensor
 from torch.func import functional_call, jacrev
 
+from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
 from bench.locate import exact_oracle
-from bench.render import PLOTTERS, save_figure
+from bench.render import save_figure
 from bench.results import Result
-from bench.runner import TARGETS, BenchTarget, CellValues, RunContext, config_summary
 from ddm.attribute import DDMAttributor, synthetic_gradients
 from ddm.config import DENSE_CHECKPOINTS, PAPER_DDM, SMALL_LR_IMG
 from ddm.distill import Synset, all_pairs, init_synset
@@ -58,7 +58,7 @@ from ddm.functional import (
 )
 from ddm.metrics import locate_score
 from ddm.objectives import to_probabilities
-from ddm.pipeline import Stages, fit_method
+from ddm.pipeline import Stages
 
 # DDM variants on the ladder, as overrides of the run's config ("DDM (default)" is the config itself).
 # The first rows walk from the previous default to the current one, one change at a time; the last
@@ -205,11 +205,11 @@ def ideal_rows(state: LadderState, ddm: DDMAttributor) -> CellValues:
     initial = Synset(images, labels, cluster_ids, state.clustering.n_clusters, [], "init", 0.0)
     cells["first order: one real image, ascent, rescaled"] = state.score_first_order(
         rescale(state.synthetic_means(state.target, initial, -1), state.undo))
-    match = fit_method("ddm_match", state.stages, progress=state.ctx.progress)
+    match = state.ctx.fit("ddm_match", state.stages)
     cells["first order: DDM-match synset, ascent, rescaled"] = {
         **state.score_first_order(rescale(state.synthetic_means(state.target, match.synset, -1), state.undo)),
         **synset_diagnostics(state, match)}
-    koh = fit_method("koh", state.stages, progress=state.ctx.progress)
+    koh = state.ctx.fit("koh", state.stages)
     cells["Koh"] = state.score(koh.attribute(state.oracle.queries, "dist1"))
     return cells
 
@@ -267,14 +267,18 @@ class Ladder(BenchTarget):
         state = LadderState(ctx, stages, seed)
         seconds: dict[str, float] = {}
         start = time.perf_counter()
-        cells = ideal_rows(state, fit_method("ddm", stages, progress=ctx.progress))
+        cells = ideal_rows(state, ctx.fit("ddm", stages))
         seconds["ideal rungs"] = time.perf_counter() - start
         for name, overrides in VARIANTS.items():
             start = time.perf_counter()
             variant = ctx.stages(ctx.seeded(seed, **overrides))
-            cells.update(variant_rows(state, name, fit_method("ddm", variant, progress=ctx.progress)))
+            cells.update(variant_rows(state, name, ctx.fit("ddm", variant)))
             seconds[name] = time.perf_counter() - start
         return cells, {"seconds": seconds}
+
+    def plot(self, result: Result, path: Path) -> bool:
+        plot_ladder(result, path)
+        return True
 
 
 def plot_ladder(result: Result, path: Path) -> None:
@@ -295,6 +299,3 @@ def plot_ladder(result: Result, path: Path) -> None:
     axes[0].set_yticks(range(len(rows)), rows, fontsize=7)
     axes[0].invert_yaxis()
     save_figure(figure, path, f"signal ladder: {result.dataset}, scale {result.scale}, seeds {result.seeds}")
-
-
-PLOTTERS["ladder"] = plot_ladder

@@ -23,12 +23,12 @@ import torch
 from torch import Tensor
 
 from baselines.exact import removed_rows
+from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
 from bench.evaluation import cluster_lds
 from bench.locate import paper_stages
-from bench.runner import TARGETS, BenchTarget, CellValues, RunContext, config_summary
 from ddm.attributor import Queries, RemovalPredictor
 from ddm.metrics import lds_masks
-from ddm.pipeline import fit_method, select_queries
+from ddm.pipeline import select_queries
 
 LDS_MASKS = 50  # retrained masks per seed (TRAK's LDS uses 50-100 subsets)
 KEEP_FRACTION = 0.5  # clusters each mask keeps
@@ -83,8 +83,8 @@ class LDSTable(BenchTarget):
         methods: list[tuple[str, RemovalPredictor]] = [(EXACT_MASKS, exact),
                                                        (EXACT_ADDITIVE, AddedSingles(exact))]
         for row, method in METHODS.items():
-            methods.append((row, fit_method(method, stages, progress=ctx.progress)))
-        methods.append((PAPER_ROW, fit_method("ddm", paper_stages(ctx, seed), progress=ctx.progress)))
+            methods.append((row, ctx.fit(method, stages)))
+        methods.append((PAPER_ROW, ctx.fit("ddm", paper_stages(ctx, seed))))
         for row, method in methods:
             start = time.perf_counter()
             score = cluster_lds({row: method}, queries, masks, actual)[row]

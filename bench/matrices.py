@@ -21,10 +21,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bench.render import PLOTTERS, save_figure
+from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
+from bench.render import save_figure
 from bench.results import Result
-from bench.runner import TARGETS, BenchTarget, CellValues, RunContext, config_summary
-from ddm.pipeline import fit_method, select_queries
+from ddm.pipeline import select_queries
 from ddm.train import accuracy
 
 COLUMNS = ["diagonal share", "cosine to reference", "test accuracy"]
@@ -62,7 +62,7 @@ class MatrixTarget(BenchTarget):
         for row, overrides in self.variants.items():
             stages = ctx.stages(ctx.seeded(seed, **overrides))
             queries = select_queries(stages.data, ctx.n_queries, ctx.query_seed(seed))
-            datamodel = fit_method("ddm", stages, progress=ctx.progress).datamodel(queries)
+            datamodel = ctx.fit("ddm", stages).datamodel(queries)
             matrix = class_matrix(datamodel.weights, stages.clustering.clusters_per_class)
             reference = matrix if reference is None else reference
             cells[row] = {"diagonal share": {"value": diagonal_share(matrix)},
@@ -71,6 +71,10 @@ class MatrixTarget(BenchTarget):
                                                                     stages.data.test_y)}}
             series[row] = matrix.tolist()
         return cells, series
+
+    def plot(self, result: Result, path: Path) -> bool:
+        plot_matrices(result, path)
+        return True
 
 
 @TARGETS.register("fig3")
@@ -108,7 +112,3 @@ def plot_matrices(result: Result, path: Path) -> None:
         axis.set_ylabel("training class")
     title = f"{result.title}\n{result.dataset}, scale {result.scale}, seed {result.seeds[0]}"
     save_figure(figure, path, title, dpi=110)
-
-
-PLOTTERS["fig3"] = plot_matrices
-PLOTTERS["fig8"] = plot_matrices

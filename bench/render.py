@@ -4,14 +4,12 @@ and PNG figures for targets that store plot series."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from pathlib import Path
 
-from bench.results import Cell, Result, find_results, load_result
+from bench.base import TARGETS
+from bench.results import Cell, Result
 from ddm.cache import atomic_write_text
 
-# Figure renderers by target name: (result, png path) -> None. Figure modules register here.
-PLOTTERS: dict[str, Callable[[Result, Path], None]] = {}
 EXTRA_TEXT = {
     "normalized": "normalized = (method − random) / (oracle − random) against exact retraining, 0 = random, "
                   "1 = oracle",
@@ -105,8 +103,6 @@ def extra_table(result: Result) -> list[str]:
 
 
 def render_markdown(result: Result, scales: dict[str, float] | None = None) -> str:
-    from bench.runner import TARGETS
-
     if scales is None:
         scales = TARGETS[result.target].column_scale if result.target in TARGETS else {}
     env = result.environment
@@ -174,18 +170,7 @@ def render_result(result: Result, tables_dir: Path) -> list[Path]:
         path = table_path(tables_dir, result, ".md")
         atomic_write_text(path, render_markdown(result))
         written.append(path)
-    if result.target in PLOTTERS:
-        path = table_path(tables_dir, result, ".png")
-        PLOTTERS[result.target](result, path)
+    path = table_path(tables_dir, result, ".png")
+    if result.target in TARGETS and TARGETS[result.target]().plot(result, path):
         written.append(path)
-    return written
-
-
-def render_all(results_dir: Path, tables_dir: Path) -> list[Path]:
-    """Render every result under ``results_dir`` (``ddm-bench report``)."""
-    import bench.targets  # noqa: F401  (registers targets and their plotters)
-
-    written = []
-    for path in find_results(results_dir):
-        written += render_result(load_result(path), tables_dir)
     return written

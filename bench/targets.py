@@ -1,4 +1,4 @@
-"""Importing this module registers every benchmark target in ``bench.runner.TARGETS`` (and the
-figure plotters in ``bench.render.PLOTTERS``)."""
+"""Importing this module registers every benchmark target in ``bench.base.TARGETS``; each target
+class owns its rows, columns, paper values and plot."""
 
 from bench import figures, ladder, lds, locate, matrices, removal, timings, transfer, unlearning  # noqa: F401

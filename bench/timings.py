@@ -19,11 +19,11 @@ from typing import Any
 import torch
 
 from baselines.exact import Retrainer, RetrainSpec
-from bench.runner import TARGETS, BenchTarget, CellValues, RunContext, config_summary
+from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
 from ddm.cache import ArtifactCache
 from ddm.cluster import get_clustering
 from ddm.distill import get_synset
-from ddm.pipeline import fit_method, select_queries
+from ddm.pipeline import select_queries
 from ddm.target import get_target
 
 EXACT_SAMPLE = 2
@@ -56,7 +56,7 @@ class Timings(BenchTarget):
         queries = select_queries(stages.data, ctx.n_queries, ctx.query_seed(seed))
         n_clusters = stages.clustering.n_clusters
         seconds["exact retraining, all K"] = self.exact_per_model(ctx, stages) * n_clusters
-        ddm = fit_method("ddm", stages, progress=ctx.progress)
+        ddm = ctx.fit("ddm", stages)
         ddm.class_unlearner()  # distil the class-level synset before timing the search
         singles = ~torch.eye(n_clusters, dtype=torch.bool)
         ddm.unlearner(singles[:2], queries.images)  # warm-up: first vmap call traces
@@ -65,7 +65,7 @@ class Timings(BenchTarget):
         _, seconds["DDM online: hierarchical (L + C)"] = timed(lambda: ddm.hierarchical(queries, "dist1"))
         for name in BASELINES:
             _, seconds[f"{name}: fit + attribute"] = timed(
-                lambda name=name: fit_method(name, stages, progress=False).attribute(queries, "dist1"))
+                lambda name=name: ctx.fit(name, stages, progress=False).attribute(queries, "dist1"))
         exact = seconds["exact retraining, all K"]
         cells = {row: {"seconds": {"value": value, "seconds": value},
                        "speedup vs exact": {"value": exact / value if value > 0 else float("nan")}}

@@ -91,7 +91,7 @@ def test_retraining_throughput_one_at_a_time_vectorized_and_ray(benchmark, stage
     """Exact same-seed retraining, models per second: one at a time, vectorized (all
     ``RETRAIN_SAMPLE`` in one pass) and Ray with 2 local workers (skipped without Ray), as ratios of
     one run. Issue 13's goal: vectorized >= 1.5x the one-at-a-time path per model."""
-    from baselines.exact import Retrainer, RetrainSpec, train_specs
+    from baselines.exact import ExecutorConfig, Retrainer, RetrainSpec, train_specs
     from ddm.cache import ArtifactCache
 
     config, data, clustering = stages.config, stages.data, stages.clustering
@@ -111,8 +111,8 @@ def test_retraining_throughput_one_at_a_time_vectorized_and_ray(benchmark, stage
     if ray is not None:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
-            retrainer = Retrainer(stages.target, data, ArtifactCache(tmp_path), executor="ray",
-                                  progress=False)
+            retrainer = Retrainer(stages.target, data, ArtifactCache(tmp_path),
+                                  execution=ExecutorConfig(executor="ray"), progress=False)
             retrainer.thetas(specs[:2])  # warm-up: worker start-up, data in the object store
             rates["ray_2_workers"] = (len(specs) - 2) / _seconds(lambda: retrainer.thetas(specs))
         finally:

@@ -13,18 +13,21 @@ cluster the objective asks for; see ``ddm.objectives``).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from ddm.cache import ArtifactCache
 from ddm.cluster import Clustering
-from ddm.config import ExperimentConfig
+from ddm.config import ExperimentConfig, parse_value
 from ddm.data import DataSplits
+from ddm.errors import ConfigError
 from ddm.metrics import additive_prediction
 from ddm.objectives import get_objective, to_probabilities
 from ddm.registry import Registry
@@ -44,13 +47,25 @@ class Queries:
 
 
 class Attributor(ABC):
-    """Base of every method. Subclasses set ``name`` and implement :meth:`fit` and :meth:`scores`."""
+    """Base of every method. Subclasses set ``name`` and implement :meth:`fit` and :meth:`scores`.
+
+    A method with options of its own beyond the experiment config (the influence baselines' solver
+    settings, the oracle's protocol) names their frozen dataclass in ``Options``; an instance gets
+    them as the ``options`` constructor argument (default: ``Options()``) and never changes them.
+    Callers that cache results put ``dataclasses.asdict(options)`` into their keys."""
 
     name: ClassVar[str]
+    Options: ClassVar[type | None] = None
 
-    def __init__(self, config: ExperimentConfig, *, cache: ArtifactCache | None = None,
+    def __init__(self, config: ExperimentConfig, *, options: Any = None, cache: ArtifactCache | None = None,
                  progress: bool | None = None) -> None:
         self.config = config
+        self.options = default_options(type(self)) if options is None else options
+        if self.Options is None and options is not None:
+            raise ConfigError(f"method {self.name!r} takes no options, got {type(options).__name__}")
+        if self.Options is not None and not isinstance(self.options, self.Options):
+            raise ConfigError(f"method {self.name!r} takes {self.Options.__name__} options, "
+                              f"got {type(options).__name__}")
         self.cache = cache or ArtifactCache()
         self.progress = progress
         self.target: Target | None = None
@@ -109,6 +124,32 @@ class RemovalPredictor(Attributor):
 
     def forget(self) -> None:
         self._removals = None
+
+
+def default_options(method: type[Attributor]) -> Any:
+    """``method``'s default options (None for a method without any)."""
+    return None if method.Options is None else method.Options()
+
+
+def parse_method_options(assignments: Iterable[str]) -> dict[str, Any]:
+    """``["koh.depth=200", "koh.damping=0.1"]`` -> ``{"koh": LissaConfig(depth=200, damping=0.1)}``:
+    each named method's default options with the given fields replaced (typed by their annotations
+    and checked by the options class). The methods must be registered (import ``baselines``)."""
+    changes: dict[str, dict[str, Any]] = {}
+    for text in assignments:
+        method, dot, rest = text.partition(".")
+        field_name, sep, raw = rest.partition("=")
+        with_options = [name for name in METHODS.names() if METHODS[name].Options is not None]
+        if not dot or not sep or method not in with_options:
+            raise ConfigError(f"--option expects METHOD.FIELD=VALUE with METHOD one of: "
+                              f"{', '.join(with_options)}; got {text!r}")
+        fields = {spec.name: spec for spec in dataclasses.fields(METHODS[method].Options)}
+        if field_name not in fields:
+            raise ConfigError(f"{method} has no option {field_name!r}; choose one of: {', '.join(fields)}")
+        changes.setdefault(method, {})[field_name] = parse_value(f"{method}.{field_name}",
+                                                                 str(fields[field_name].type), raw)
+    return {method: dataclasses.replace(default_options(METHODS[method]), **fields)
+            for method, fields in changes.items()}
 
 
 def fingerprint(queries: Queries) -> str:

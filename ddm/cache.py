@@ -29,11 +29,10 @@ from typing import Any, TypeVar
 
 import torch
 
-T = TypeVar("T")
-
 from ddm.errors import CacheError
 from ddm.paths import home
 
+T = TypeVar("T")
 MANIFEST = "manifest.json"
 MANIFEST_DIGEST = "manifest.sha256"
 CONFIG = "config.json"

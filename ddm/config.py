@@ -421,15 +421,19 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     if not sep or name not in fields:
         raise ConfigError(f"--set expects FIELD=VALUE with FIELD one of: {', '.join(sorted(fields))}; "
                           f"got {text!r}")
-    annotation = str(fields[name].type)
+    return name, parse_value(name, str(fields[name].type), raw)
+
+
+def parse_value(name: str, annotation: str, raw: str) -> Any:
+    """``raw`` typed by a field's annotation (``"int | None"``, ``"float"``, ...); ``none`` -> None."""
     if raw.lower() == "none" and "None" in annotation:
-        return name, None
+        return None
     kind = annotation.split("|")[0].strip()
     try:
         if kind == "bool":
             if raw.lower() not in ("true", "false", "1", "0"):
                 raise ValueError(raw)
-            return name, raw.lower() in ("true", "1")
-        return name, {"int": int, "float": float, "str": str}[kind](raw)
+            return raw.lower() in ("true", "1")
+        return {"int": int, "float": float, "str": str}[kind](raw)
     except ValueError:
         raise ConfigError(f"{name} expects a {annotation} value, got {raw!r}") from None

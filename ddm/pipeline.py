@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,12 +49,13 @@ def prepare(config: ExperimentConfig, *, data_root: str | None = None, device: s
     return Stages(config, data, target, clustering, cache)
 
 
-def fit_method(name: str, stages: Stages, *, progress: bool | None = None) -> Attributor:
-    """Construct the registered method ``name`` and run its offline stage."""
-    import baselines  # noqa: F401  (registers the baseline methods)
+def fit_method(name: str, stages: Stages, *, options: Any = None, progress: bool | None = None) -> Attributor:
+    """Construct the registered method ``name`` (with ``options``, its own frozen options class, or
+    its defaults) and run its offline stage. ``ddm`` and ``ddm_match`` are always registered; the
+    baselines once ``baselines`` is imported (``ddm`` itself never imports it)."""
     import ddm.attribute  # noqa: F401  (registers ddm and ddm_match)
 
-    attributor = METHODS[name](stages.config, cache=stages.cache, progress=progress)
+    attributor = METHODS[name](stages.config, options=options, cache=stages.cache, progress=progress)
     attributor.fit(stages.target, stages.data, stages.clustering)
     return attributor
 
@@ -67,12 +69,12 @@ def select_queries(data: DataSplits, n_queries: int, seed: int = 0) -> Queries:
 
 
 def run_attribution(stages: Stages, method: str, n_queries: int, query_seed: int, objective: str,
-                    hierarchical: bool, output: Path) -> list[str]:
+                    hierarchical: bool, output: Path, options: Any = None) -> list[str]:
     """Fit ``method``, score every cluster for random test queries, save everything to ``output``.
 
     Returns the human-readable report (one line per query with the located cluster)."""
     start = time.perf_counter()
-    attributor = fit_method(method, stages)
+    attributor = fit_method(method, stages, options=options)
     offline = time.perf_counter() - start
     queries = select_queries(stages.data, n_queries, query_seed)
     start = time.perf_counter()
@@ -87,7 +89,9 @@ def run_attribution(stages: Stages, method: str, n_queries: int, query_seed: int
     online = time.perf_counter() - start
     located = scores.argmax(0)
     saved.update(scores=scores, located=located, query_labels=queries.labels, objective=objective,
-                 method=method, config=stages.config.to_dict(), offline_seconds=offline,
+                 method=method, config=stages.config.to_dict(),
+                 method_options=(None if attributor.options is None
+                                 else dataclasses.asdict(attributor.options)), offline_seconds=offline,
                  online_seconds=online, **environment(next(stages.target.model.parameters()).device))
     lines = [f"{method}: offline {offline:.1f} s, online {online:.2f} s for {n_queries} queries "
              f"(K = {stages.clustering.n_clusters}, objective {objective})"]

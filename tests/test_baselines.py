@@ -7,6 +7,8 @@ import torch
 
 from baselines.exact import (
     ExactAttributor,
+    ExecutorConfig,
+    OracleConfig,
     Retrainer,
     RetrainSpec,
     protocol_seeds,
@@ -118,17 +120,28 @@ def test_parallel_workers_match_sequential(digits_target, digits_data, tmp_path)
     specs = [RetrainSpec((k,), "same-seed", FEW.train.seed) for k in range(2)]
     sequential = Retrainer(digits_target, digits_data, ArtifactCache(tmp_path / "s"),
                            progress=False).thetas(specs)
-    parallel = Retrainer(digits_target, digits_data, ArtifactCache(tmp_path / "p"), workers=2,
-                         progress=False).thetas(specs)
+    parallel = Retrainer(digits_target, digits_data, ArtifactCache(tmp_path / "p"),
+                         execution=ExecutorConfig(workers=2), progress=False).thetas(specs)
     for a, b in zip(sequential, parallel, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # thread counts may differ
 
 
 def test_protocol_seeds(digits_target):
-    assert protocol_seeds(digits_target, "same-seed", 5) == [FEW.train.seed]
-    assert protocol_seeds(digits_target, "fresh-seed", 2) == [FEW.train.seed + 1, FEW.train.seed + 2]
+    assert protocol_seeds(digits_target, OracleConfig("same-seed", 5)) == [FEW.train.seed]
+    assert protocol_seeds(digits_target, OracleConfig("fresh-seed", 2)) == [FEW.train.seed + 1,
+                                                                              FEW.train.seed + 2]
     with pytest.raises(ConfigError, match="same-seed"):
-        protocol_seeds(digits_target, "other", 1)
+        OracleConfig("other", 1)
+    with pytest.raises(ConfigError, match="retrain_seeds"):
+        OracleConfig("fresh-seed", 0)
+    assert OracleConfig().key() == {}  # the default protocol keeps old cache keys
+    assert OracleConfig("fresh-seed", 2).key() == {"protocol": "fresh-seed", "retrain_seeds": 2}
+
+
+def test_executor_options_are_checked_when_made():
+    for bad in ({"executor": "slurm"}, {"workers": 0}, {"batch": 0}, {"ray_gpus": -1.0}):
+        with pytest.raises(ConfigError):
+            ExecutorConfig(**bad)
 
 
 def test_fresh_seed_specs_are_cluster_major(clustering):

@@ -7,7 +7,6 @@ import pytest
 from click.testing import CliRunner
 
 from bench.cli import main
-from bench.paper import paper_value
 from bench.render import render_markdown
 from bench.results import Cell, Result, find_results, load_result, write_result
 from ddm.errors import DataError
@@ -60,10 +59,37 @@ def test_a_damaged_result_is_a_clear_error(tmp_path):
 
 
 def test_paper_values_only_where_the_paper_reports_them():
-    assert paper_value("table1", "mnist", "DDM-full", "dist1", ["dist1", "dist2", "dist3"]) == 10.8
-    assert paper_value("table1", "mnist", "Predict-based", "dist2", ["dist1", "dist2", "dist3"]) is None
-    assert paper_value("table1", "digits", "DDM-full", "dist1", ["dist1"]) is None
-    assert paper_value("table2", "cifar100", "Koh", "dist1", ["dist1"]) == 2.6
+    import bench.targets  # noqa: F401
+    from bench.base import TARGETS
+
+    table1, table2, table6 = TARGETS["table1"](), TARGETS["table2"](), TARGETS["table6"]()
+    assert table1.paper_value("mnist", "DDM-full", "dist1") == 10.8
+    assert table1.paper_value("mnist", "DDM (paper schedule)", "dist1") == 10.8  # the paper's one DDM row
+    assert table1.paper_value("mnist", "Predict-based", "dist2") is None
+    assert table1.paper_value("digits", "DDM-full", "dist1") is None
+    assert table1.paper_value("mnist", "DDM-full", "no such column") is None
+    assert table2.paper_value("cifar100", "Koh", "dist1") == 2.6
+    assert table2.paper_value("mnist", "Koh", "dist1") == 10.0
+    assert table6.paper_value("digits", "DDM", "10%") == 82.0  # the paper's Table 6 names no dataset
+    assert TARGETS["lds"]().paper_value("mnist", "Koh", "lds") is None
+
+
+def imported_after(statement: str, prefix: str) -> list[str]:
+    """Modules starting with ``prefix`` that a fresh interpreter holds after ``statement``."""
+    import subprocess
+    import sys
+
+    code = f"import sys; {statement}; print(sorted(m for m in sys.modules if m.startswith({prefix!r})))"
+    return json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                     check=True).stdout.replace("'", '"'))
+
+
+def test_imports_run_in_one_direction():
+    assert imported_after("import bench.base", "bench") == ["bench", "bench.base"]
+    assert imported_after("import bench.results", "bench") == ["bench", "bench.results"]
+    assert "bench.runner" not in imported_after("import bench.targets", "bench")
+    # ddm never imports baselines, not even through the pipeline's fit_method
+    assert imported_after("import ddm, ddm.pipeline, ddm.attribute", "baselines") == []
 
 
 def test_markdown_puts_ours_beside_the_labelled_paper_column():
@@ -113,7 +139,7 @@ def ran_all(tmp_path_factory):
 
 def registered_targets():
     import bench.targets  # noqa: F401
-    from bench.runner import TARGETS
+    from bench.base import TARGETS
 
     return TARGETS.names()
 
@@ -292,20 +318,21 @@ def test_reproduce_command_names_exactly_the_fields_that_differ_from_the_preset(
 def test_changing_a_lissa_option_changes_the_table2_cell_key(monkeypatch, tmp_path):
     import dataclasses
 
-    from baselines.koh import KohAttributor
-    from bench import runner
+    from baselines.fastif import FastIFConfig
+    from baselines.influence import LissaConfig
+    from bench import base, runner
     from ddm.cache import ArtifactCache
     from ddm.config import preset
 
     keys = []
 
-    class Probe(runner.BenchTarget):
+    class Probe(base.BenchTarget):
         name, title, rows, columns = "table2", "t", ["r"], ["c"]
 
         def run_seed(self, ctx, seed):
             return {"r": {"c": {"value": 1.0}}}, {}
 
-    ctx = runner.RunContext(preset("smoke", "digits"), ArtifactCache(tmp_path))
+    ctx = base.RunContext(preset("smoke", "digits"), ArtifactCache(tmp_path))
     real_entry = ctx.cache.entry
 
     def spy(kind, config):
@@ -314,6 +341,8 @@ def test_changing_a_lissa_option_changes_the_table2_cell_key(monkeypatch, tmp_pa
 
     monkeypatch.setattr(ctx.cache, "entry", spy)
     runner._seed_cells(Probe(), ctx, 0)
-    monkeypatch.setattr(KohAttributor, "options", dataclasses.replace(KohAttributor.options, depth=7))
+    ctx.method_options = {"koh": dataclasses.replace(LissaConfig(), depth=7)}
     runner._seed_cells(Probe(), ctx, 0)
     assert len(keys) == 2 and keys[0] != keys[1]
+    assert ctx.method_keys()["koh"]["depth"] == 7 and ctx.method_keys()["fastif"] == dataclasses.asdict(
+        FastIFConfig())

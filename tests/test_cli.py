@@ -83,6 +83,17 @@ def test_data_list_reports_every_dataset(run):
     assert len(lines) == 6
 
 
+def test_data_list_says_bad_for_garbage_files(run, tmp_path):
+    from tests.data_fixtures import write_cifar10
+
+    write_cifar10(tmp_path / "root")
+    (tmp_path / "root" / "cifar-10-batches-py" / "test_batch").write_text("garbage")
+    result = run("data", "list", "--data-root", str(tmp_path / "root"))
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if line.startswith("cifar10 "))
+    assert " bad " in line and "test_batch is not a pickle" in line
+
+
 DDM_TINY = [*TINY, "--set", "clusters_per_class=2", "--set", "distill_steps=3", "--set", "step_length=1",
             "--set", "embedding=pixels"]
 
@@ -167,6 +178,11 @@ BAD_INPUTS = [
     ("attribute", "--set", "ridge=-1"),
     ("attribute", "--set", "n_perturbations=0"),
     ("attribute", "--method", "foo"),
+    ("attribute", "--option", "foo.depth=1"),  # no such method
+    ("attribute", "--option", "koh.depht=1"),  # no such option
+    ("attribute", "--option", "koh.depth=0"),  # out of range
+    ("attribute", "--option", "koh.damping=abc"),  # not a number
+    ("attribute", "--option", "exact.protocol=fresh-seed"),  # the oracle's options are --protocol
 ]
 
 
@@ -184,6 +200,21 @@ def test_attribute_with_an_unknown_method_trains_nothing(run, tmp_path):
     result = run("attribute", *TINY, "--method", "foo")
     assert result.exit_code == 2 and "foo" in result.output
     assert not (tmp_path / "home" / "target").exists()
+
+
+def test_a_bad_method_option_trains_nothing(run, tmp_path):
+    result = run("attribute", *TINY, "--method", "koh", "--option", "koh.depth=0")
+    assert result.exit_code == 2 and "depth" in result.output
+    assert not (tmp_path / "home" / "target").exists()
+
+
+def test_a_method_option_reaches_the_method_and_its_output(run, tmp_path):
+    output = tmp_path / "koh.pt"
+    result = run("attribute", *TINY, "--method", "koh", "--option", "koh.damping=0.5", "--queries", "2",
+                 "--output", str(output))
+    assert result.exit_code == 0, result.output
+    saved = torch.load(output, weights_only=True)
+    assert saved["method_options"]["damping"] == 0.5
 
 
 def test_another_data_root_gets_another_target(run, tmp_path):

@@ -7,10 +7,12 @@ paths are interchangeable; a Ray worker that dies mid-task costs a retry, never 
 import pytest
 import torch
 
-from baselines.exact import Retrainer, RetrainSpec, retrain_entry, train_specs
+from baselines.exact import ExecutorConfig, Retrainer, RetrainSpec, retrain_entry, train_specs
 from ddm.cache import ArtifactCache
 from ddm.cluster import get_clustering
 from tests.test_baselines import FEW
+
+RAY = ExecutorConfig(executor="ray")
 
 # Largest |theta difference| between the vectorized and the one-at-a-time path on this tiny target
 # (4 epochs): measured 1.2e-7 to 4.8e-7 on 2 CPU cores. Float32 SGD amplifies rounding over long
@@ -39,7 +41,8 @@ def test_vectorized_retraining_equals_the_one_at_a_time_path(digits_target, digi
 
 def test_vectorized_entries_are_the_ones_the_local_path_reads(tmp_path, digits_target, digits_data, specs):
     cache = ArtifactCache(tmp_path)
-    Retrainer(digits_target, digits_data, cache, batch=4, progress=False).thetas(specs)
+    Retrainer(digits_target, digits_data, cache, execution=ExecutorConfig(batch=4),
+              progress=False).thetas(specs)
     entries = [retrain_entry(digits_target, spec, cache) for spec in specs]
     assert all(entry.is_complete() for entry in entries)
     assert entries[0].manifest()["meta"]["trained_by"] == "vectorized x4"
@@ -61,7 +64,7 @@ def ray_local():
 def test_ray_retraining_equals_the_local_path_and_fills_the_cache(ray_local, tmp_path, digits_target,
                                                                  digits_data, specs):
     cache = ArtifactCache(tmp_path)
-    thetas = Retrainer(digits_target, digits_data, cache, executor="ray", progress=False).thetas(specs)
+    thetas = Retrainer(digits_target, digits_data, cache, execution=RAY, progress=False).thetas(specs)
     local = train_specs(FEW, digits_data, specs)
     for remote, here in zip(thetas, local, strict=True):
         torch.testing.assert_close(remote, here, rtol=0, atol=RAY_ATOL)
@@ -77,7 +80,7 @@ def test_a_ray_worker_that_dies_is_retried_and_nothing_is_lost(ray_local, tmp_pa
     first = Retrainer(digits_target, digits_data, cache, progress=False)
     first.thetas(specs[:1])  # already cached before the Ray run: must survive it untouched
     stamp = (retrain_entry(digits_target, specs[0], cache).path / "theta.pt").stat().st_mtime_ns
-    retrainer = Retrainer(digits_target, digits_data, cache, executor="ray", progress=False)
+    retrainer = Retrainer(digits_target, digits_data, cache, execution=RAY, progress=False)
     retrainer.fail_marker = str(tmp_path / "killed-once")
     thetas = retrainer.thetas(specs)
     assert (tmp_path / "killed-once").exists()  # a worker really died

@@ -211,8 +211,7 @@ def test_each_method_attributes_every_objective_and_reuses_its_fit(name, digits_
 
 
 def removals(attributor_class, options, target, data, clustering, queries, cache):
-    attributor = attributor_class(TINY, cache=cache, progress=False)
-    attributor.options = options
+    attributor = attributor_class(TINY, options=options, cache=cache, progress=False)
     attributor.fit(target, data, clustering)
     return attributor.predict_removals(queries)
 
@@ -238,9 +237,17 @@ def test_lissa_over_all_parameters_of_the_network(digits_target, digits_data, cl
 
 
 def test_options_are_validated():
+    # options check themselves when made, so a bad value never reaches a fit or a cache key
     with pytest.raises(ConfigError, match="params"):
-        validate_options(LissaConfig(params="middle"))
+        LissaConfig(params="middle")
     with pytest.raises(ConfigError, match="solver"):
-        validate_options(LissaConfig(solver="cg"))
+        LissaConfig(solver="cg")
     with pytest.raises(ConfigError, match="depth"):
-        validate_options(LissaConfig(depth=0))
+        LissaConfig(depth=0)
+    with pytest.raises(ConfigError, match="damping"):
+        LissaConfig(damping=float("nan"))
+    with pytest.raises(ConfigError, match="neighbors"):
+        FastIFConfig(neighbors=0)
+    with pytest.raises(ConfigError, match="top_eigen"):
+        ScaleUpConfig(top_eigen=0)
+    validate_options(LissaConfig())  # the defaults pass
