@@ -124,7 +124,8 @@ def render_markdown(result: Result, scales: dict[str, float] | None = None) -> s
     lines += [seeds_line, f"- code version: `{env.get('code_version')}`, torch "
               f"{env.get('torch_version')}, device {env.get('device')} ({env.get('threads')} threads); "
               f"cells computed by code version(s) "
-              f"{', '.join(sorted(set(env.get('cells_code_versions', {}).values()))) or '-'}",
+              f"{', '.join(sorted(set(env.get('cells_code_versions', {}).values()))) or '-'}"
+              + _threads_note(env),
               f"- wall time: {result.wall_seconds:.1f} s (this invocation; cached stages reused; per seed: "
               f"{per_seed}), "
               f"{seconds:.1f} s summed over cells when computed", f"- created {result.created}"]
@@ -154,6 +155,12 @@ def reproduce_command(result: Result) -> str:
                 text = "none" if value is None else str(value).lower() if isinstance(value, bool) else value
                 words += ["--set", f"{name}={text}"]
     return " ".join(words)
+
+
+def _threads_note(env: dict) -> str:
+    """' with N CPU threads' for the cells' CPU thread counts (results of older code did not record them)."""
+    counts = sorted({str(n) for n in env.get("cells_threads", {}).values() if n is not None})
+    return f" with {' / '.join(counts)} CPU threads" if counts else ""
 
 
 def table_path(root: Path, result: Result, suffix: str) -> Path:

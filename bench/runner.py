@@ -30,9 +30,11 @@ CELLS_KIND = "cells"
 CELLS_SCHEMA = 3  # 3: noise-floor rows, Table 6 relative noise, lds
 
 
-def _seed_cells(target: BenchTarget, ctx: RunContext, seed: int) -> tuple[CellValues, dict[str, Any], str]:
-    """One seed's cells, figure series and the code version that computed them, cached under
-    (target, config, method options, seed, queries) so a rerun skips the seed."""
+def _seed_cells(target: BenchTarget, ctx: RunContext,
+                seed: int) -> tuple[CellValues, dict[str, Any], str, int | None]:
+    """One seed's cells, figure series, and the code version and CPU thread count that computed
+    them (float32 results depend on the thread count's reduction order), cached under (target,
+    config, method options, seed, queries) so a rerun skips the seed."""
     key = {"schema": CELLS_SCHEMA, "target": target.name, "seed": seed, "n_queries": ctx.n_queries,
            "config": ctx.config.to_dict(), "methods": ctx.method_keys()}
     if ctx.query_seed_base:  # absent at 0, so cells cached before the field existed stay valid
@@ -43,17 +45,19 @@ def _seed_cells(target: BenchTarget, ctx: RunContext, seed: int) -> tuple[CellVa
         key.update(ctx.oracle.key())
     entry = ctx.cache.entry(CELLS_KIND, key)
 
-    def load() -> tuple[CellValues, dict[str, Any], str]:
+    def load() -> tuple[CellValues, dict[str, Any], str, int | None]:
         stored = entry.load_json("cells.json")
-        return stored["cells"], stored["series"], stored["code_version"]
+        threads = stored.get("threads", entry.manifest().get("meta", {}).get("threads"))
+        return stored["cells"], stored["series"], stored["code_version"], threads
 
-    def compute() -> tuple[CellValues, dict[str, Any], str]:
+    def compute() -> tuple[CellValues, dict[str, Any], str, int | None]:
         cells, series = target.run_seed(ctx, seed)
-        version = environment(resolve_device(ctx.device))["code_version"]
-        entry.save({"cells.json": json.dumps({"cells": cells, "series": series,
-                                              "code_version": version}).encode()},
-                   {"target": target.name, "seed": seed, **environment(resolve_device(ctx.device))})
-        return cells, series, version
+        env = environment(resolve_device(ctx.device))
+        stored = {"cells": cells, "series": series, "code_version": env["code_version"],
+                  "threads": env["threads"]}
+        entry.save({"cells.json": json.dumps(stored).encode()},
+                   {"target": target.name, "seed": seed, **env})
+        return cells, series, env["code_version"], env["threads"]
 
     return entry.get_or_compute(load, compute)
 
@@ -74,8 +78,9 @@ def run_target(name: str, ctx: RunContext, seeds: list[int]) -> Result:
                                    if target.retrains and ctx.protocol == "fresh-seed" else None))
     for seed in seeds:
         seed_start = time.perf_counter()
-        cells, series, version = _seed_cells(target, ctx, seed)
+        cells, series, version, threads = _seed_cells(target, ctx, seed)
         result.environment.setdefault("cells_code_versions", {})[str(seed)] = version
+        result.environment.setdefault("cells_threads", {})[str(seed)] = threads
         # this invocation's wall time per seed (cached stages make a rerun's seeds fast)
         result.environment.setdefault("seed_seconds", {})[str(seed)] = time.perf_counter() - seed_start
         for row, columns in cells.items():

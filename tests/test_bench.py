@@ -346,3 +346,25 @@ def test_changing_a_lissa_option_changes_the_table2_cell_key(monkeypatch, tmp_pa
     assert len(keys) == 2 and keys[0] != keys[1]
     assert ctx.method_keys()["koh"]["depth"] == 7 and ctx.method_keys()["fastif"] == dataclasses.asdict(
         FastIFConfig())
+
+
+def test_cells_record_the_cpu_threads_that_computed_them(tmp_path):
+    import torch
+
+    from bench import base, runner
+    from ddm.cache import ArtifactCache
+    from ddm.config import preset
+
+    class Probe(base.BenchTarget):
+        name, title, rows, columns = "table2", "t", ["r"], ["c"]
+
+        def run_seed(self, ctx, seed):
+            return {"r": {"c": {"value": 1.0}}}, {}
+
+    ctx = base.RunContext(preset("smoke", "digits"), ArtifactCache(tmp_path), device="cpu")
+    computed = runner._seed_cells(Probe(), ctx, 0)
+    loaded = runner._seed_cells(Probe(), ctx, 0)  # from the cache
+    assert computed[3] == loaded[3] == torch.get_num_threads()
+    result = tiny_result()
+    result.environment["cells_threads"] = {"0": 2, "1": 1}
+    assert "with 1 / 2 CPU threads" in render_markdown(result, {})
