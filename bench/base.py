@@ -24,7 +24,7 @@ import ddm.attribute  # noqa: F401  (registers ddm and ddm_match)
 from baselines.exact import ExactAttributor, ExecutorConfig, OracleConfig, Retrainer, protocol_seeds
 from ddm.attributor import Attributor
 from ddm.cache import ArtifactCache, atomic_write_text
-from ddm.config import ExperimentConfig, with_overrides
+from ddm.config import PAPER_DDM, ExperimentConfig, with_overrides
 from ddm.pipeline import Stages, fit_method, prepare
 from ddm.registry import Registry
 from ddm.target import data_fingerprint, load_data
@@ -65,6 +65,11 @@ class RunContext:
         """The base config with every seed set to ``seed`` and further field overrides."""
         return with_overrides(self.config, seed=seed, cluster_seed=seed, distill_seed=seed,
                               attribute_seed=seed, **overrides)
+
+    def paper_stages(self, seed: int) -> Stages:
+        """Stages of the paper's DDM read as written (``PAPER_DDM``): the same trained weights and
+        clusters (the trajectory is recorded per epoch), the paper's distillation and online schedule."""
+        return self.stages(self.seeded(seed, **PAPER_DDM))
 
     def query_seed(self, seed: int) -> int:
         """The seed that draws seed ``seed``'s test queries."""

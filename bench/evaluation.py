@@ -11,9 +11,11 @@ import torch
 from torch import Tensor
 
 from baselines.exact import ExactAttributor
+from bench.base import RunContext
 from ddm.attributor import Attributor, Queries, RemovalPredictor
 from ddm.metrics import LocateScore, lds, locate_score, true_class_margin
 from ddm.objectives import get_objective
+from ddm.pipeline import Stages, select_queries
 
 
 @dataclass
@@ -27,6 +29,12 @@ class Oracle:
     def exact(self, objective: str) -> Tensor:
         """Exact objective value of removing each cluster: [K, n_q] (or [K, 1])."""
         return get_objective(objective)(self.removals, self.reference, self.queries.labels)
+
+
+def exact_oracle(ctx: RunContext, stages: Stages, seed: int) -> Oracle:
+    """Exact single-cluster retraining of every cluster (cached, under the run's protocol), on this
+    seed's query set."""
+    return build_oracle(ctx.exact(stages), select_queries(stages.data, ctx.n_queries, ctx.query_seed(seed)))
 
 
 def build_oracle(exact: ExactAttributor, queries: Queries) -> Oracle:

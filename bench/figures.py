@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
-from bench.locate import exact_oracle
+from bench.evaluation import exact_oracle
 from bench.results import Result
 from ddm.metrics import located_value
 

@@ -42,7 +42,7 @@ from torch import Tensor
 from torch.func import functional_call, jacrev
 
 from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
-from bench.locate import exact_oracle
+from bench.evaluation import exact_oracle
 from bench.render import save_figure
 from bench.results import Result
 from ddm.attribute import DDMAttributor, synthetic_gradients

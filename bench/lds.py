@@ -25,7 +25,6 @@ from torch import Tensor
 from baselines.exact import removed_rows
 from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
 from bench.evaluation import cluster_lds
-from bench.locate import paper_stages
 from ddm.attributor import Queries, RemovalPredictor
 from ddm.metrics import lds_masks
 from ddm.pipeline import select_queries
@@ -84,7 +83,7 @@ class LDSTable(BenchTarget):
                                                        (EXACT_ADDITIVE, AddedSingles(exact))]
         for row, method in METHODS.items():
             methods.append((row, ctx.fit(method, stages)))
-        methods.append((PAPER_ROW, ctx.fit("ddm", paper_stages(ctx, seed))))
+        methods.append((PAPER_ROW, ctx.fit("ddm", ctx.paper_stages(seed))))
         for row, method in methods:
             start = time.perf_counter()
             score = cluster_lds({row: method}, queries, masks, actual)[row]

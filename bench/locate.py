@@ -27,21 +27,13 @@ from typing import Any
 import torch
 
 from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
-from bench.evaluation import Oracle, build_oracle
-from ddm.config import PAPER_DDM
+from bench.evaluation import Oracle, exact_oracle
 from ddm.metrics import locate_score, located_value
 from ddm.objectives import get_objective
-from ddm.pipeline import Stages, select_queries
+from ddm.pipeline import Stages
 
 OBJECTIVES = ["dist1", "dist2", "dist3"]
 NOISE_FLOOR = "Noise floor (retrain, nothing removed)"
-
-
-def exact_oracle(ctx: RunContext, stages: Stages, seed: int) -> Oracle:
-    """Exact single-cluster retraining of every cluster (cached, under the run's protocol), on this
-    seed's query set."""
-    queries = select_queries(stages.data, ctx.n_queries, ctx.query_seed(seed))
-    return build_oracle(ctx.exact(stages), queries)
 
 
 def noise_floor_row(ctx: RunContext, stages: Stages, oracle: Oracle,
@@ -55,12 +47,6 @@ def noise_floor_row(ctx: RunContext, stages: Stages, oracle: Oracle,
     return {objective: {"value": float(get_objective(objective)(outputs, oracle.reference,
                                                                 oracle.queries.labels).mean()),
                         "seconds": 0.0} for objective in objectives}
-
-
-def paper_stages(ctx: RunContext, seed: int) -> Stages:
-    """Stages of the paper's DDM read as written (``PAPER_DDM``): the same trained weights and
-    clusters (the trajectory is recorded per epoch), the paper's distillation and online schedule."""
-    return ctx.stages(ctx.seeded(seed, **PAPER_DDM))
 
 
 def method_row(ctx: RunContext, stages: Stages, oracle: Oracle, method: str,
@@ -156,7 +142,7 @@ class Table1(LocateTarget):
                  "DDM w/o cluster": located_only_row(ctx, sequential, oracle, "ddm", OBJECTIVES),
                  "DDM-match": method_row(ctx, stages, oracle, "ddm_match", OBJECTIVES),
                  "DDM-full": method_row(ctx, stages, oracle, "ddm", OBJECTIVES),
-                 "DDM (paper schedule)": method_row(ctx, paper_stages(ctx, seed), oracle, "ddm", OBJECTIVES)}
+                 "DDM (paper schedule)": method_row(ctx, ctx.paper_stages(seed), oracle, "ddm", OBJECTIVES)}
         return cells, {}
 
 
@@ -181,5 +167,5 @@ class Table2(LocateTarget):
                  "Random Select": random_row(oracle, self.columns)}
         for row, method in self.methods.items():
             cells[row] = method_row(ctx, stages, oracle, method, self.columns)
-        cells["DDM (paper schedule)"] = method_row(ctx, paper_stages(ctx, seed), oracle, "ddm", self.columns)
+        cells["DDM (paper schedule)"] = method_row(ctx, ctx.paper_stages(seed), oracle, "ddm", self.columns)
         return cells, {}

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
-from bench.locate import exact_oracle, paper_stages
+from bench.evaluation import exact_oracle
 from bench.results import Result
 from ddm.train import accuracy
 
@@ -54,7 +54,7 @@ class Table4(BenchTarget):
         last = 100 * accuracy(stages.target.model, test_x, test_y)
         cells: CellValues = {"Normal": {"Acc(θ0)": {"value": first}, "Acc(θτ)": {"value": last}}}
         for row, method, row_stages in (("DDM-match", "ddm_match", stages), ("DDM", "ddm", stages),
-                                        ("DDM (paper schedule)", "ddm", paper_stages(ctx, seed))):
+                                        ("DDM (paper schedule)", "ddm", ctx.paper_stages(seed))):
             attributor = ctx.fit(method, row_stages)
             cells[row] = {UNLEARNED: {"value": 100 * accuracy(attributor.unlearn_all(), test_x, test_y)}}
         return cells, {}
@@ -90,7 +90,7 @@ class Figure7(BenchTarget):
         series: dict[str, Any] = {"exact": exact.flatten().tolist()}
         for row, method, row_stages in (("DDM-match fine-tune", "ddm_match", stages),
                                         ("DDM fine-tune", "ddm", stages),
-                                        ("DDM (paper schedule) fine-tune", "ddm", paper_stages(ctx, seed))):
+                                        ("DDM (paper schedule) fine-tune", "ddm", ctx.paper_stages(seed))):
             attributor = ctx.fit(method, row_stages)
             predicted = attributor.unlearner(singles, oracle.queries.images).double() - oracle.reference
             cells[row] = {"MSE to exact": {"value": float((predicted - exact).pow(2).mean())},
