@@ -360,19 +360,10 @@ def validate(config: ExperimentConfig) -> None:
             raise ConfigError(f"{name} must be > 0 (or none for the default), got {value}")
     if config.distill.distill_steps < 0:
         raise ConfigError(f"distill_steps must be >= 0, got {config.distill.distill_steps}")
-    positive = {"epochs": config.train.epochs, "batch_size": config.train.batch_size,
-                "width": config.model.width}
-    for name, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"{name} must be >= 1, got {value}")
-    if not config.train.lr > 0:
-        raise ConfigError(f"lr must be > 0, got {config.train.lr}")
     if config.data.n_per_class is not None and config.data.n_per_class < 1:
         raise ConfigError(f"n_per_class must be >= 1, got {config.data.n_per_class}")
     if not 0 <= config.data.noise_fraction <= 1:
         raise ConfigError(f"noise_fraction must be in [0, 1], got {config.data.noise_fraction}")
-    if not config.data.noise_norm >= 0:
-        raise ConfigError(f"noise_norm must be >= 0, got {config.data.noise_norm}")
     if config.data.noise_relative is not None and not config.data.noise_relative >= 0:
         raise ConfigError(f"noise_relative must be >= 0, got {config.data.noise_relative}")
     if config.train.optimizer not in OPTIMIZERS:
@@ -380,12 +371,6 @@ def validate(config: ExperimentConfig) -> None:
                           f"{', '.join(OPTIMIZERS)}")
     if config.train.checkpoint_every < 0:
         raise ConfigError(f"checkpoint_every must be >= 0, got {config.train.checkpoint_every}")
-    at_least_one = {"clusters_per_class": config.cluster.clusters_per_class, "ipc": config.distill.ipc,
-                    "finetune_steps": config.attribute.finetune_steps,
-                    "finetune_chunk": config.attribute.finetune_chunk}
-    for name, value in at_least_one.items():
-        if value < 1:
-            raise ConfigError(f"{name} must be >= 1, got {value}")
     choices = {"synset_labels": (config.distill.synset_labels, LABEL_MODES),
                "schedule": (config.attribute.schedule, SCHEDULES),
                "cluster_scale": (config.attribute.cluster_scale, CLUSTER_SCALES)}
@@ -394,8 +379,6 @@ def validate(config: ExperimentConfig) -> None:
             raise ConfigError(f"unknown {name} {value!r}; choose one of: {', '.join(allowed)}")
     if not 0 <= config.distill.soft_label_init < 1:
         raise ConfigError(f"soft_label_init must be in [0, 1), got {config.distill.soft_label_init}")
-    if not config.distill.lr_label > 0:
-        raise ConfigError(f"lr_label must be > 0, got {config.distill.lr_label}")
     if config.distill.converge_tol is not None and not config.distill.converge_tol >= 0:
         raise ConfigError(f"converge_tol must be >= 0 or None, got {config.distill.converge_tol}")
     if not 0 < config.attribute.removal_rate < 1:
