@@ -22,7 +22,7 @@ from torch import Tensor
 import baselines  # noqa: F401  (registers the baseline methods)
 import ddm.attribute  # noqa: F401  (registers ddm and ddm_match)
 from baselines.exact import ExactAttributor, ExecutorConfig, OracleConfig, Retrainer, protocol_seeds
-from ddm.attributor import Attributor
+from ddm.attributor import METHODS, Attributor, default_options
 from ddm.cache import ArtifactCache, atomic_write_text
 from ddm.config import PAPER_DDM, ExperimentConfig, with_overrides
 from ddm.pipeline import Stages, fit_method, prepare
@@ -81,15 +81,14 @@ class RunContext:
 
     def options_of(self, method: str) -> Any:
         """The options method ``method`` runs with in this run (its defaults unless overridden)."""
-        from ddm.attributor import METHODS, default_options
-
         return self.method_options.get(method, default_options(METHODS[method]))
 
     def method_keys(self) -> dict[str, dict[str, Any]]:
         """Every influence-style method's options as plain dicts: part of every cell key and result,
         so changing an option (or its default) recomputes the cells instead of reusing them. The
         oracle's options enter through :meth:`OracleConfig.key` instead."""
-        return {name: dataclasses.asdict(options) for name, options in method_options(self).items()}
+        return {name: dataclasses.asdict(self.options_of(name)) for name in METHODS.names()
+                if METHODS[name].Options is not None and METHODS[name] is not ExactAttributor}
 
     def fit(self, method: str, stages: Stages, progress: bool | None = None) -> Attributor:
         """Method ``method`` with this run's options for it, fitted on ``stages`` (offline, cached)."""
@@ -183,17 +182,6 @@ class BenchTarget(ABC):
 
 
 TARGETS: Registry[type[BenchTarget]] = Registry("target")
-
-
-def method_options(ctx: RunContext | None = None) -> dict[str, Any]:
-    """The options every registered method with options of its own (the influence baselines'
-    LiSSA / Arnoldi settings) runs with under ``ctx`` (None: the defaults); the oracle is left out
-    (its options enter keys through :meth:`OracleConfig.key`)."""
-    from ddm.attributor import METHODS, default_options
-
-    chosen = {} if ctx is None else ctx.method_options
-    return {name: chosen.get(name, default_options(METHODS[name])) for name in METHODS.names()
-            if METHODS[name].Options is not None and METHODS[name] is not ExactAttributor}
 
 
 def config_summary(config: ExperimentConfig) -> str:

@@ -47,14 +47,13 @@ def _seed_cells(target: BenchTarget, ctx: RunContext,
 
     def load() -> tuple[CellValues, dict[str, Any], str, int | None]:
         stored = entry.load_json("cells.json")
-        threads = stored.get("threads", entry.manifest().get("meta", {}).get("threads"))
+        threads = entry.manifest()["meta"].get("threads")  # the meta holds the computing environment
         return stored["cells"], stored["series"], stored["code_version"], threads
 
     def compute() -> tuple[CellValues, dict[str, Any], str, int | None]:
         cells, series = target.run_seed(ctx, seed)
         env = environment(resolve_device(ctx.device))
-        stored = {"cells": cells, "series": series, "code_version": env["code_version"],
-                  "threads": env["threads"]}
+        stored = {"cells": cells, "series": series, "code_version": env["code_version"]}
         entry.save({"cells.json": json.dumps(stored).encode()},
                    {"target": target.name, "seed": seed, **env})
         return cells, series, env["code_version"], env["threads"]

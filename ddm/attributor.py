@@ -135,11 +135,11 @@ def parse_method_options(assignments: Iterable[str]) -> dict[str, Any]:
     """``["koh.depth=200", "koh.damping=0.1"]`` -> ``{"koh": LissaConfig(depth=200, damping=0.1)}``:
     each named method's default options with the given fields replaced (typed by their annotations
     and checked by the options class). The methods must be registered (import ``baselines``)."""
+    with_options = [name for name in METHODS.names() if METHODS[name].Options is not None]
     changes: dict[str, dict[str, Any]] = {}
     for text in assignments:
         method, dot, rest = text.partition(".")
         field_name, sep, raw = rest.partition("=")
-        with_options = [name for name in METHODS.names() if METHODS[name].Options is not None]
         if not dot or not sep or method not in with_options:
             raise ConfigError(f"--option expects METHOD.FIELD=VALUE with METHOD one of: "
                               f"{', '.join(with_options)}; got {text!r}")

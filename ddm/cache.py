@@ -202,21 +202,23 @@ class CacheEntry:
     def load_torch(self, name: str) -> Any:
         """Load a verified payload file written with :func:`torch_bytes` (tensors and plain
         containers only: ``weights_only=True``)."""
-        manifest = self.verify()
-        if name not in manifest["files"]:
-            raise self._fault(f"does not list {name} in its {MANIFEST}")
+        path = self._verified(name)
         try:
-            return torch.load(self.path / name, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # an unpickling refusal or a malformed file, never code execution
             raise self._fault(f"file {name} cannot be loaded safely ({type(err).__name__})") from err
 
+    def _verified(self, name: str) -> Path:
+        """The path of payload file ``name`` once the whole entry has been verified."""
+        if name not in self.verify()["files"]:
+            raise self._fault(f"does not list {name} in its {MANIFEST}")
+        return self.path / name
+
     def load_json(self, name: str) -> Any:
         """Load a verified JSON payload file."""
-        manifest = self.verify()
-        if name not in manifest["files"]:
-            raise self._fault(f"does not list {name} in its {MANIFEST}")
+        path = self._verified(name)
         try:
-            return json.loads((self.path / name).read_text())
+            return json.loads(path.read_text())
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise self._fault(f"file {name} is not valid JSON ({type(err).__name__})") from err
 

@@ -139,8 +139,8 @@ def get_target(
 
 
 def _load_target(config: ExperimentConfig, entry: CacheEntry, device: torch.device) -> Target:
-    meta = entry.verify()["meta"]
-    stored = entry.load_torch(TRAJECTORY_FILE)
+    stored = entry.load_torch(TRAJECTORY_FILE)  # verifies the whole entry once
+    meta = entry.manifest()["meta"]
     model = fresh_model(config, meta["in_shape"], meta["num_classes"]).to(device)
     load_flat_params(model, stored["trajectory"][-1])
     return Target(config, model.eval(), stored["trajectory"], stored["checkpoint_steps"],
