@@ -19,8 +19,10 @@ enters no key).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -95,13 +97,53 @@ class ExecutorConfig:
             raise ConfigError(f"ray_gpus must be >= 0, got {self.ray_gpus}")
 
 
+# Rounding-level perturbations of a retraining (the oracle's numerical noise floor, see
+# :func:`perturbed_spec`): ``jitter`` moves every entry of theta_0 by one unit in the last place of
+# the precision, in a seeded random direction; ``threads=N`` trains with N CPU threads (another
+# reduction order in every step). Neither changes what a retraining means, so an oracle worth
+# trusting must not move under them.
+PERTURBATIONS = ("jitter", "threads=1", "threads=2")
+JITTER_SEED = 7_919
+
+
 @dataclass(frozen=True)
 class RetrainSpec:
-    """One retraining: which training rows are removed, under which protocol and seed."""
+    """One retraining: which training rows are removed, under which protocol and seed, and under
+    which rounding-level perturbation ("" for none)."""
 
     removed: tuple[int, ...]
     protocol: str
     seed: int
+    perturb: str = ""
+
+    def __post_init__(self) -> None:
+        if self.perturb and self.perturb not in PERTURBATIONS:
+            raise ConfigError(f"unknown perturbation {self.perturb!r}; choose one of: "
+                              f"{', '.join(PERTURBATIONS)}")
+
+
+def jitter_(model: torch.nn.Module, seed: int = JITTER_SEED) -> None:
+    """Move every parameter entry one ulp up or down (seeded, in place): theta_0 at rounding level."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            up = torch.rand(param.shape, generator=generator) < 0.5
+            toward = torch.where(up, torch.full_like(param, math.inf), torch.full_like(param, -math.inf))
+            param.copy_(torch.nextafter(param, toward.to(param.device)))
+
+
+@contextlib.contextmanager
+def perturbation(model: torch.nn.Module, perturb: str):
+    """Apply ``perturb`` to a fresh ``model`` (theta_0) and to the training that runs inside."""
+    threads = torch.get_num_threads()
+    if perturb == "jitter":
+        jitter_(model)
+    elif perturb.startswith("threads="):
+        torch.set_num_threads(int(perturb.partition("=")[2]))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def removed_digest(removed: Sequence[int]) -> str:
@@ -109,9 +151,12 @@ def removed_digest(removed: Sequence[int]) -> str:
 
 
 def retrain_entry(target: Target, spec: RetrainSpec, cache: ArtifactCache) -> CacheEntry:
-    return cache.entry(RETRAIN_KIND, {"schema": RETRAIN_SCHEMA, "target": weights_key(target.config),
-                                      "removed": removed_digest(spec.removed), "n_removed": len(spec.removed),
-                                      "protocol": spec.protocol, "seed": spec.seed})
+    key = {"schema": RETRAIN_SCHEMA, "target": weights_key(target.config),
+           "removed": removed_digest(spec.removed), "n_removed": len(spec.removed),
+           "protocol": spec.protocol, "seed": spec.seed}
+    if spec.perturb:
+        key["perturb"] = spec.perturb
+    return cache.entry(RETRAIN_KIND, key)
 
 
 def protocol_seeds(target: Target, oracle: OracleConfig) -> list[int]:
@@ -134,12 +179,16 @@ def retrain(config: ExperimentConfig, data: DataSplits, spec: RetrainSpec, entry
     name the loss, since the cache cannot see it."""
     model_config = seeded(config, spec.seed)
     model = fresh_model(model_config, data.info.shape, data.info.num_classes)
-    resume = resume_state(entry.load_partial())
-    result = train(model, data.train_x, data.train_y, model_config.train, removed=torch.tensor(spec.removed),
-                   device=device, resume=resume, progress=False, loss_fn=loss_fn,
-                   on_epoch_end=lambda state: entry.save_partial(vars(state)))
+    # A perturbed retraining starts over: a partial one may have run under other threads.
+    resume = None if spec.perturb else resume_state(entry.load_partial())
+    with perturbation(model, spec.perturb):
+        result = train(model, data.train_x, data.train_y, model_config.train,
+                       removed=torch.tensor(spec.removed, dtype=torch.long), device=device, resume=resume,
+                       progress=False, loss_fn=loss_fn,
+                       on_epoch_end=None if spec.perturb else lambda state: entry.save_partial(vars(state)))
+        meta = {"removed": len(spec.removed), "perturb": spec.perturb, **environment(device)}
     theta = flat_params(result.model)
-    entry.save({"theta.pt": torch_bytes(theta)}, {"removed": len(spec.removed), **environment(device)})
+    entry.save({"theta.pt": torch_bytes(theta)}, meta)
     return theta
 
 
@@ -206,7 +255,9 @@ class Retrainer:
         bar = tqdm(total=len(specs), initial=len(specs) - len(pending), desc=desc, unit="model",
                    disable=None if self.progress is None else not self.progress)
         run = self.execution
-        if pending and run.executor == "ray":
+        if any(spec.perturb for spec, _ in pending):  # here, so the perturbation is this process's
+            self._one_by_one(pending, bar)
+        elif pending and run.executor == "ray":
             from baselines.distributed import ray_retrain
 
             ray_retrain(self, pending, bar)
@@ -221,12 +272,15 @@ class Retrainer:
                     store(entry, spec, theta, self._device(), f"vectorized x{len(chunk)}")
                 bar.update(len(chunk))
         else:
-            for spec, entry in pending:
-                entry.get_or_compute(lambda: None, lambda spec=spec, entry=entry: retrain(
-                    self.target.config, self.data, spec, entry, self._device()))
-                bar.update(1)
+            self._one_by_one(pending, bar)
         bar.close()
         return [entry.load_torch("theta.pt") for entry in entries]
+
+    def _one_by_one(self, pending: list[tuple[RetrainSpec, CacheEntry]], bar: tqdm) -> None:
+        for spec, entry in pending:
+            entry.get_or_compute(lambda: None, lambda spec=spec, entry=entry: retrain(
+                self.target.config, self.data, spec, entry, self._device()))
+            bar.update(1)
 
     def _device(self) -> str:
         return str(next(self.target.model.parameters()).device)
@@ -243,10 +297,11 @@ class Retrainer:
                 bar.update(1)
 
     def removal_outputs(self, removed_sets: Sequence[Sequence[int]], protocol: str, seeds: Sequence[int],
-                        queries: Tensor, desc: str = "exact retraining") -> Tensor:
+                        queries: Tensor, desc: str = "exact retraining", perturb: str = "") -> Tensor:
         """Probabilities after retraining without each row set, averaged over the protocol's seeds:
-        [len(removed_sets), n_q, classes] (what the paper's "trained from scratch" models give)."""
-        specs = [RetrainSpec(tuple(sorted(removed)), protocol, seed)
+        [len(removed_sets), n_q, classes] (what the paper's "trained from scratch" models give);
+        ``perturb`` retrains every set under that rounding-level perturbation instead."""
+        specs = [RetrainSpec(tuple(sorted(removed)), protocol, seed, perturb)
                  for removed in removed_sets for seed in seeds]
         outputs = self.outputs(specs, queries, desc)
         return outputs.reshape(len(removed_sets), len(seeds), *outputs.shape[1:]).mean(1)

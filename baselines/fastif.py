@@ -64,7 +64,7 @@ class FastIFAttributor(InfluenceAttributor):
 
     def _index(self, data: DataSplits) -> dict[str, Tensor | float | None]:
         """Training embeddings [N, D] (the kNN index) and the LiSSA scale (None = not needed)."""
-        embeddings = embed(self.target.model, data.train_x).float()
+        embeddings = embed(self.target.model, data.train_x)
         scale = self.options.scale
         if scale is None and resolve_solver(self.options, self.problem.n_params) == "lissa":
             first = lissa_batches(self.problem.n, self.options)[0, 0].to(self.problem.device)
@@ -78,7 +78,7 @@ class FastIFAttributor(InfluenceAttributor):
 
     def neighbours(self, images: Tensor) -> Tensor:
         """Rows of the k nearest training samples of every query: int64 [n_q, k]."""
-        queries = embed(self.target.model, images).float().to(self.problem.device)
+        queries = embed(self.target.model, images).to(self.problem.device)
         distances = torch.cdist(queries, self.train_embeddings)
         return distances.topk(self.n_neighbors(), dim=1, largest=False).indices
 

@@ -56,6 +56,9 @@ class RunContext:
     execution: ExecutorConfig = ExecutorConfig()
     # Options of the methods that have their own (name -> frozen dataclass); absent: the defaults.
     method_options: Mapping[str, Any] = field(default_factory=dict)
+    # Clusters retrained a second time, perturbed, for the oracle's numerical floor; None: the
+    # target's own choice (the locate tables: FLOOR_CLUSTERS; the noise check: all K).
+    floor_clusters: int | None = None
     results_dir: Path = Path("results")
     tables_dir: Path = Path("tables")
     _stages: dict[str, Stages] = field(default_factory=dict)
@@ -66,10 +69,10 @@ class RunContext:
         return with_overrides(self.config, seed=seed, cluster_seed=seed, distill_seed=seed,
                               attribute_seed=seed, **overrides)
 
-    def paper_stages(self, seed: int) -> Stages:
+    def paper_stages(self, seed: int, **overrides: Any) -> Stages:
         """Stages of the paper's DDM read as written (``PAPER_DDM``): the same trained weights and
         clusters (the trajectory is recorded per epoch), the paper's distillation and online schedule."""
-        return self.stages(self.seeded(seed, **PAPER_DDM))
+        return self.stages(self.seeded(seed, **PAPER_DDM, **overrides))
 
     def query_seed(self, seed: int) -> int:
         """The seed that draws seed ``seed``'s test queries."""
@@ -156,6 +159,7 @@ class BenchTarget(ABC):
     # with them), and which of our rows stands for which of the paper's (e.g. the paper schedule).
     paper: ClassVar[PaperValues] = {}
     paper_rows: ClassVar[dict[str, str]] = {}
+    paper_columns: ClassVar[bool] = True  # False: not a table of the paper, no "(paper)" columns
 
     @abstractmethod
     def run_seed(self, ctx: RunContext, seed: int) -> tuple[CellValues, dict[str, Any]]:
@@ -188,7 +192,8 @@ def config_summary(config: ExperimentConfig) -> str:
     """One line naming the fields a reader needs to judge the scale."""
     data, model, train = config.data, config.model, config.train
     cluster, distill = config.cluster, config.distill
-    return (f"{data.dataset}, {data.n_per_class or 'all'} images/class, {model.arch} width {model.width}, "
+    return (f"{data.dataset}, {data.n_per_class or 'all'} images/class, {model.arch} width {model.width} "
+            f"({model.activation}, {model.precision}), "
             f"{train.epochs} epochs (lr {train.lr}, batch {train.batch_size}), "
             f"{cluster.clusters_per_class} clusters per class "
             f"({cluster.cluster_method}, {cluster.embedding}), "

@@ -184,7 +184,7 @@ def distill(obj: BenchContext, mode: str, hierarchical: bool, **options: Any) ->
         initial_targets = None  # the clusters' hard labels
         if config.distill.synset_labels == "soft":
             initial_targets = initial_label_logits(synset.labels, stages.data.info.num_classes,
-                                                   config.distill.soft_label_init).softmax(-1)
+                                                   config.distill.soft_label_init).to(initial.dtype).softmax(-1)
         before = evaluate_matching(stages.target, stages.data, grouping, initial, config.distill, mode,
                                    initial_targets)
         after = evaluate_matching(stages.target, stages.data, grouping, synset.images, config.distill, mode,
@@ -282,16 +282,47 @@ def executor_options(command: Any) -> Any:
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Retrain in this many processes (each gets cores / workers threads).")
 @executor_options
+@click.option("--check", is_flag=True,
+              help="Also retrain the target and every removal a second time under rounding-level "
+                   "perturbations (theta_0 moved by one ulp; the other CPU thread count) and report how "
+                   "well the oracle agrees with itself (the `noise` target: results/ and tables/).")
+@click.option("--clusters", "floor_clusters", type=click.IntRange(min=2), default=None,
+              help="--check only: rerun this many evenly spaced clusters [all K].")
+@click.option("--queries", "n_queries", type=click.IntRange(min=1), default=20, show_default=True,
+              help="--check only: test queries whose deletion effects are compared.")
+@click.option("--query-seed-base", type=click.IntRange(min=0), default=100, show_default=True,
+              help="--check only: the queries' seed (a check is development data: >= 100).")
+@click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
+              show_default=True)
+@click.option("--tables-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("tables"),
+              show_default=True)
 @click.pass_obj
 def oracle(obj: BenchContext, protocol: str, n_seeds: int, workers: int, executor: str, retrain_batch: int,
-           ray_address: str | None, ray_gpus: float, **options: Any) -> None:
-    """Retrain without every single cluster (the ground truth); resumable and cached."""
+           ray_address: str | None, ray_gpus: float, check: bool, floor_clusters: int | None, n_queries: int,
+           query_seed_base: int, results_dir: Path, tables_dir: Path, **options: Any) -> None:
+    """Retrain without every single cluster (the ground truth); resumable and cached. With --check,
+    measure the oracle's numerical noise floor too."""
     import time
 
     from baselines.exact import ExactAttributor, OracleConfig
 
     oracle_options = OracleConfig(protocol=protocol, retrain_seeds=n_seeds)
     execution = executor_config(executor, workers, retrain_batch, ray_address, ray_gpus)
+    if check:
+        from bench.base import RunContext
+        from bench.render import table_path
+        from bench.runner import run_target
+
+        ctx = RunContext(config_from_options(options), obj.cache, data_root=options["data_root"],
+                         device=options["device"], n_queries=n_queries, query_seed_base=query_seed_base,
+                         oracle=oracle_options, execution=execution, floor_clusters=floor_clusters,
+                         results_dir=results_dir, tables_dir=tables_dir)
+        result = run_target("noise", ctx, [0])
+        for row in result.rows:
+            numbers = ", ".join(f"{column} {result.cells[row][column].mean:.6g}" for column in result.columns)
+            click.echo(f"{row}: {numbers}")
+        click.echo(f"-> {table_path(tables_dir, result, '.md')}")
+        return
     stages = _stages(obj, options)
     attributor = ExactAttributor(stages.config, options=oracle_options, execution=execution,
                                  data_root=options["data_root"], cache=obj.cache)

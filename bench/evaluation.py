@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from baselines.exact import ExactAttributor
+from baselines.exact import ExactAttributor, RetrainSpec
 from bench.base import RunContext
 from ddm.attributor import Attributor, Queries, RemovalPredictor
-from ddm.metrics import LocateScore, lds, locate_score, true_class_margin
+from ddm.metrics import LocateScore, lds, locate_score, mean_spearman, true_class_margin
 from ddm.objectives import get_objective
 from ddm.pipeline import Stages, select_queries
 
@@ -56,3 +56,80 @@ def cluster_lds(methods: dict[str, RemovalPredictor], queries: Queries, masks: T
     margins = true_class_margin(actual.to(torch.float64), queries.labels)
     return {name: lds(true_class_margin(method.predict_masks(masks, queries).clamp(0, 1), queries.labels),
                       margins) for name, method in methods.items()}
+
+
+# Clusters whose removal the locate tables retrain a second time, perturbed, to measure the oracle's
+# numerical floor (evenly spaced over the K clusters; ``ddm-bench oracle --check`` takes all K).
+FLOOR_CLUSTERS = 20
+
+
+def other_threads() -> str:
+    """The thread-count perturbation of this process: the other of 1 and this process's count."""
+    return "threads=1" if torch.get_num_threads() > 1 else "threads=2"
+
+
+def table_perturbation(device: torch.device) -> str:
+    """What the tables' numerical floor perturbs: on the CPU the thread count (what differs between
+    machines of one kind: the reduction order), on a GPU theta_0 by one ulp (threads change nothing there)."""
+    return other_threads() if device.type == "cpu" else "jitter"
+
+
+@dataclass(frozen=True)
+class FloorScore:
+    """How well the exact oracle agrees with its own rerun under a rounding-level perturbation, for
+    one objective (means over queries): ``spearman`` of the clusters' exact effects with the rerun's,
+    ``top_agree`` the share of queries whose extreme cluster is the same, ``relative_dist1`` the mean
+    Dist1 between each removal and its rerun over the mean deletion effect (mean Dist1 of a removal
+    from the reference)."""
+
+    spearman: float
+    top_agree: float
+    relative_dist1: float
+
+
+def floor_clusters(n_clusters: int, count: int | None) -> list[int]:
+    """``count`` evenly spaced cluster ids out of ``n_clusters`` (all when None or >= K)."""
+    if count is None or count >= n_clusters:
+        return list(range(n_clusters))
+    return sorted({round(i * n_clusters / count) for i in range(count)})
+
+
+def perturbed_rerun(ctx: RunContext, stages: Stages, queries: Queries, clusters: list[int],
+                    perturb: str) -> tuple[Tensor, Tensor]:
+    """The oracle rerun under ``perturb``: the target retrained on the full set, and the removal of
+    every cluster in ``clusters``, both perturbed: (reference [n_q, C], removals [len(clusters), n_q, C])."""
+    device = next(stages.target.model.parameters()).device
+    images = queries.images.to(device)
+    retrainer = ctx.retrainer(stages)
+    seed = stages.target.config.train.seed
+    reference = retrainer.outputs([RetrainSpec((), "same-seed", seed, perturb)], images,
+                                  desc=f"oracle rerun ({perturb})")[0]
+    removed = [tuple(stages.clustering.members(k).tolist()) for k in clusters]
+    removals = retrainer.removal_outputs(removed, ctx.protocol, ctx.retrain_seeds_of(stages), images,
+                                         desc=f"oracle rerun ({perturb})", perturb=perturb)
+    return reference.to(torch.float64), removals.to(torch.float64)
+
+
+def numerical_floor(ctx: RunContext, stages: Stages, oracle: Oracle, objectives: list[str], *,
+                    clusters: int | None = FLOOR_CLUSTERS, perturb: str = "jitter") -> dict[str, FloorScore]:
+    """The numerical floor of ``oracle`` (all K removals retrained) on ``clusters`` of its clusters."""
+    picked = floor_clusters(len(oracle.removals), clusters)
+    return floor_scores(ctx, stages, oracle.queries, oracle.reference, oracle.removals[picked], picked,
+                        objectives, perturb)
+
+
+def floor_scores(ctx: RunContext, stages: Stages, queries: Queries, reference: Tensor, base: Tensor,
+                 picked: list[int], objectives: list[str], perturb: str) -> dict[str, FloorScore]:
+    """How the exact effects of removing each cluster in ``picked`` (``base``: [len(picked), n_q, C]
+    against ``reference`` [n_q, C]) move when the target and those removals are retrained under
+    ``perturb``: one :class:`FloorScore` per objective."""
+    rerun_reference, rerun = perturbed_rerun(ctx, stages, queries, picked, perturb)
+    effect = ((base - reference) ** 2).sum(-1).mean()
+    relative = float(((rerun - base) ** 2).sum(-1).mean() / effect.clamp_min(1e-300))
+    scores = {}
+    for objective in objectives:
+        exact = get_objective(objective)(base, reference, queries.labels)
+        moved = get_objective(objective)(rerun, rerun_reference, queries.labels)
+        top = (exact.argmax(0) == moved.argmax(0)).double().mean()
+        scores[objective] = FloorScore(mean_spearman(moved, exact), float(top), relative)
+    return scores

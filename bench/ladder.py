@@ -180,7 +180,8 @@ def ascent_on_real(state: LadderState, lr: float, steps: int) -> Tensor:
     for start in range(0, len(members), FINETUNE_CHUNK):
         chunk = members[start:start + FINETUNE_CHUNK]
         rows = torch.stack([torch.cat([m, m.new_zeros(width - len(m))]) for m in chunk])
-        weights = torch.stack([(torch.arange(width) < len(m)).float() for m in chunk]) * (-1.0 / mean_size)
+        weights = torch.stack([(torch.arange(width) < len(m)).to(data.train_x.dtype) for m in chunk])
+        weights = weights * (-1.0 / mean_size)
         stacked = finetune_batched(state.model, state.params, data.train_x[rows].to(device),
                                    data.train_y[rows].to(device), weights.to(device), steps=steps, lr=lr)
         with torch.no_grad():

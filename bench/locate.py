@@ -11,10 +11,19 @@ separately trained extractor of the same architecture (no pretrained weights can
 here). Exact retraining follows ``--protocol``: *same-seed* by default (the target's theta_0 and batch
 order minus the cluster), which isolates the deletion from retraining noise; *fresh-seed*
 (``--retrain-seeds`` new initializations and batch orders per cluster, outputs averaged) is what the
-paper's numbers most likely measured, noise included. The "Noise floor" row is the objective between
-the target and retraining on the full set under the same protocol: 0 under same-seed, the level of
-pure retraining noise under fresh-seed. "Random Select" is the exact expectation over all K clusters,
-not one draw.
+paper's numbers most likely measured, noise included. Under fresh-seed the "Noise floor" row is the
+objective between the target and retraining on the full set: the level of pure retraining noise (under
+same-seed it is 0 by construction and not shown). Under every protocol the oracle's *numerical* floor is
+measured and rendered under the table: the target and FLOOR_CLUSTERS evenly spaced removals retrained a
+second time under a rounding-level perturbation (the other CPU thread count on the CPU, theta_0 moved
+by one ulp on a GPU), as the per-query Spearman of the exact effects with the rerun's, the share of
+queries whose extreme cluster agrees, and the rerun's Dist1 over the mean deletion effect. "Random
+Select" is the exact expectation over all K clusters, not one draw.
+
+Numerics (departure from the paper): the default network is the ConvNet with GELU in float32, whose
+oracle agrees with its rerun to rounding level; the paper's ReLU network in the same precision keeps
+its own rows (marked "paper's ReLU net"), scored by its own oracle, with that oracle's floor beside the
+default's (in float32 a ReLU oracle disagrees with its own rerun: tables/noise_*).
 "DDM w/o cluster" clusters by sequence number, so its located clusters are retrained on their own;
 it has no full oracle, and its normalized score and Spearman are left blank.
 """
@@ -27,13 +36,58 @@ from typing import Any
 import torch
 
 from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
-from bench.evaluation import Oracle, exact_oracle
+from bench.evaluation import FLOOR_CLUSTERS, Oracle, exact_oracle, numerical_floor, table_perturbation
 from ddm.metrics import locate_score, located_value
 from ddm.objectives import get_objective
 from ddm.pipeline import Stages
 
 OBJECTIVES = ["dist1", "dist2", "dist3"]
 NOISE_FLOOR = "Noise floor (retrain, nothing removed)"
+# The paper's ReLU networks, when the run's own activation is another: their rows are judged by
+# their own (ReLU) oracle, whose numerical floor is reported beside the default's.
+PAPER_ACTIVATION = "relu"
+RELU = " (paper's ReLU net)"
+
+
+def floor_series(ctx: RunContext, stages: Stages, oracle: Oracle, objectives: list[str]) -> dict[str, Any]:
+    """The oracle's numerical floor (see :func:`bench.evaluation.numerical_floor`) as JSON."""
+    model, n_clusters = stages.config.model, stages.clustering.n_clusters
+    clusters = ctx.floor_clusters or FLOOR_CLUSTERS
+    perturb = table_perturbation(next(stages.target.model.parameters()).device)
+    floor = numerical_floor(ctx, stages, oracle, objectives, clusters=clusters, perturb=perturb)
+    return {"numerics": f"{model.precision}, {model.activation}", "perturb": perturb,
+            "clusters": min(clusters, n_clusters), "n_clusters": n_clusters,
+            "objectives": {name: vars(score) for name, score in floor.items()}}
+
+
+def relu_rows(ctx: RunContext, seed: int, rows: dict[str, str], objectives: list[str],
+              series: dict[str, Any]) -> CellValues:
+    """Rows ``rows`` (label -> method; "random" and "paper" are special) on the paper's ReLU net in the
+    run's precision, judged by that net's own oracle; its numerical floor goes into ``series``."""
+    if ctx.config.model.activation == PAPER_ACTIVATION:
+        return {}
+    stages = ctx.stages(ctx.seeded(seed, activation=PAPER_ACTIVATION))
+    oracle = exact_oracle(ctx, stages, seed)
+    series["floors"]["ReLU oracle"] = floor_series(ctx, stages, oracle, objectives)
+    cells = {}
+    for label, method in rows.items():
+        if method == "random":
+            cells[label + RELU] = random_row(oracle, objectives)
+        elif method == "paper":
+            paper = ctx.paper_stages(seed, activation=PAPER_ACTIVATION)
+            cells[label + RELU] = method_row(ctx, paper, oracle, "ddm", objectives)
+        else:
+            cells[label + RELU] = method_row(ctx, stages, oracle, method, objectives)
+    return cells
+
+
+def floor_rows(ctx: RunContext, stages: Stages, oracle: Oracle, objectives: list[str],
+               series: dict[str, Any]) -> CellValues:
+    """Under fresh-seed the retraining-noise row; under every protocol the numerical floor (series)."""
+    series.setdefault("floors", {})["oracle"] = floor_series(ctx, stages, oracle, objectives)
+    if ctx.protocol == "same-seed":  # the full-set retrain is the target itself: 0 by construction
+        return {}
+    return {NOISE_FLOOR: noise_floor_row(ctx, stages, oracle, objectives)}
 
 
 def noise_floor_row(ctx: RunContext, stages: Stages, oracle: Oracle,
@@ -104,10 +158,16 @@ class LocateTarget(BenchTarget):
     retrains = True
 
     def notes(self, ctx: RunContext) -> list[str]:
-        return [f"config: {config_summary(ctx.config)}; {ctx.n_queries} random test queries per seed",
-                f"{NOISE_FLOOR}: the objective of retraining on the full training set (nothing removed), "
-                "the level pure retraining noise reaches; under same-seed Dist1 is 0 and Dist3 1 by "
-                "construction and Dist2 is the target's own cross-entropy"]
+        notes = [f"config: {config_summary(ctx.config)}; {ctx.n_queries} random test queries per seed"]
+        if ctx.protocol != "same-seed":
+            notes.append(f"{NOISE_FLOOR}: the objective of retraining on the full training set (nothing "
+                         "removed), the level pure retraining noise reaches")
+        if ctx.config.model.activation != PAPER_ACTIVATION:
+            notes.append(f"rows marked{RELU}: the same method on the paper's ReLU network (same precision, "
+                         "every other field equal), scored by that network's own exact oracle; read them "
+                         "with "
+                         "that oracle's numerical floor below")
+        return notes
 
 
 @TARGETS.register("table1")
@@ -127,15 +187,17 @@ class Table1(LocateTarget):
     }
     paper_rows = {"DDM (paper schedule)": "DDM-full"}  # the paper has one DDM row
     title = "Table 1: locating the most / least influential cluster (DDM ablation)"
+    relu = {"Random Select": "random", "DDM-full": "ddm", "DDM (paper schedule)": "paper"}
     rows = [NOISE_FLOOR, "Random Select", "Predict-based", "Clustering-based", "DDM w/o cluster", "DDM-match",
-            "DDM-full", "DDM (paper schedule)"]
+            "DDM-full", "DDM (paper schedule)", *(label + RELU for label in relu)]
     columns = OBJECTIVES
 
     def run_seed(self, ctx: RunContext, seed: int) -> tuple[CellValues, dict[str, Any]]:
         stages = ctx.stages(ctx.seeded(seed))
         oracle = exact_oracle(ctx, stages, seed)
         sequential = ctx.stages(ctx.seeded(seed, cluster_method="sequential"))
-        cells = {NOISE_FLOOR: noise_floor_row(ctx, stages, oracle, OBJECTIVES),
+        series: dict[str, Any] = {}
+        cells = {**floor_rows(ctx, stages, oracle, OBJECTIVES, series),
                  "Random Select": random_row(oracle, OBJECTIVES),
                  "Predict-based": method_row(ctx, stages, oracle, "predict", OBJECTIVES),
                  "Clustering-based": method_row(ctx, stages, oracle, "cluster", OBJECTIVES),
@@ -143,7 +205,8 @@ class Table1(LocateTarget):
                  "DDM-match": method_row(ctx, stages, oracle, "ddm_match", OBJECTIVES),
                  "DDM-full": method_row(ctx, stages, oracle, "ddm", OBJECTIVES),
                  "DDM (paper schedule)": method_row(ctx, ctx.paper_stages(seed), oracle, "ddm", OBJECTIVES)}
-        return cells, {}
+        cells.update(relu_rows(ctx, seed, self.relu, OBJECTIVES, series))
+        return cells, series
 
 
 @TARGETS.register("table2")
@@ -156,16 +219,20 @@ class Table2(LocateTarget):
         for index, dataset in enumerate(("mnist", "cifar10", "cifar100"))}
     paper_rows = {"DDM (paper schedule)": "DDM"}
     title = "Table 2: Dist1 of DDM against influence-function baselines"
-    rows = [NOISE_FLOOR, "Random Select", "Koh", "FastIF", "Scaleup", "DDM", "DDM (paper schedule)"]
+    relu = {"Random Select": "random", "DDM": "ddm", "DDM (paper schedule)": "paper"}
+    rows = [NOISE_FLOOR, "Random Select", "Koh", "FastIF", "Scaleup", "DDM", "DDM (paper schedule)",
+            *(label + RELU for label in relu)]
     columns = ["dist1"]
     methods = {"Koh": "koh", "FastIF": "fastif", "Scaleup": "scaleup", "DDM": "ddm"}
 
     def run_seed(self, ctx: RunContext, seed: int) -> tuple[CellValues, dict[str, Any]]:
         stages = ctx.stages(ctx.seeded(seed))
         oracle = exact_oracle(ctx, stages, seed)
-        cells = {NOISE_FLOOR: noise_floor_row(ctx, stages, oracle, self.columns),
+        series: dict[str, Any] = {}
+        cells = {**floor_rows(ctx, stages, oracle, self.columns, series),
                  "Random Select": random_row(oracle, self.columns)}
         for row, method in self.methods.items():
             cells[row] = method_row(ctx, stages, oracle, method, self.columns)
         cells["DDM (paper schedule)"] = method_row(ctx, ctx.paper_stages(seed), oracle, "ddm", self.columns)
-        return cells, {}
+        cells.update(relu_rows(ctx, seed, self.relu, self.columns, series))
+        return cells, series

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 from bench.base import TARGETS
-from bench.results import Cell, Result
+from bench.results import Cell, Result, numerics_tag
 from ddm.cache import atomic_write_text
 
 EXTRA_TEXT = {
@@ -61,12 +61,12 @@ def _header(column: str, scale: float) -> str:
     return f"{column} ×{scale:g}" if scale != 1 else column
 
 
-def main_table(result: Result, scales: dict[str, float]) -> list[str]:
-    """Ours and the paper's value per column."""
+def main_table(result: Result, scales: dict[str, float], paper: bool = True) -> list[str]:
+    """Ours and (``paper``) the paper's value per column."""
     header = ["Method"]
     for column in result.columns:
         label = _header(column, scales.get(column, 1.0))
-        header += [f"{label} (ours)", f"{label} (paper)"]
+        header += [f"{label} (ours)", f"{label} (paper)"] if paper else [label]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     digits = {column: _digits([result.cells[row][column].mean * scales.get(column, 1.0)
                                for row in result.rows
@@ -74,11 +74,14 @@ def main_table(result: Result, scales: dict[str, float]) -> list[str]:
               for column in result.columns}
     for row in result.rows:
         cells = result.cells.get(row, {})
+        if not cells:  # a row this run does not compute (e.g. the fresh-seed noise floor under same-seed)
+            continue
         line = [row]
         for column in result.columns:
             scale = scales.get(column, 1.0)
             cell = cells.get(column)
-            line += [_ours(cell, scale, digits[column]), _number(cell.paper if cell else None)]
+            line += [_ours(cell, scale, digits[column])]
+            line += [_number(cell.paper if cell else None)] if paper else []
         lines.append("| " + " | ".join(line) + " |")
     return lines
 
@@ -92,6 +95,8 @@ def extra_table(result: Result) -> list[str]:
     header = ["Method"] + [f"{column}: {name}" for column in result.columns for name in names]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in result.rows:
+        if not result.cells.get(row):
+            continue
         line = [row]
         for column in result.columns:
             cell = result.cells.get(row, {}).get(column)
@@ -102,33 +107,70 @@ def extra_table(result: Result) -> list[str]:
     return lines
 
 
+PERTURB_TEXT = {"jitter": "theta_0 moved by one unit in the last place (seeded)",
+                "threads=1": "1 CPU thread instead of the run's", "threads=2": "2 CPU threads instead of 1"}
+FLOOR_TEXT = ("Oracle self-agreement (its numerical noise floor): the target and the same removals retrained "
+              "a second time with {perturb}, on {clusters} of the K = {k} clusters; Spearman = per-query "
+              "rank correlation of the exact effects with the rerun's, "
+              "same top = share of queries whose extreme cluster is the same, rerun/effect = mean Dist1 "
+              "between a removal and its rerun over the mean deletion effect. Means over seeds.")
+
+
+def floor_table(result: Result) -> list[str]:
+    """The numerical floors each seed stored (``series[seed]["floors"]``), averaged over seeds."""
+    floors: dict[str, list[dict]] = {}
+    for series in result.series.values():
+        for label, floor in (series.get("floors") or {}).items():
+            floors.setdefault(label, []).append(floor)
+    if not floors:
+        return []
+    first = next(iter(floors.values()))[0]
+    perturb = PERTURB_TEXT.get(first["perturb"], first["perturb"])
+    lines = [FLOOR_TEXT.format(perturb=perturb, clusters=first["clusters"], k=first["n_clusters"]), "",
+             "| oracle | numerics | objective | Spearman | same top | rerun/effect |",
+             "|---|---|---|---|---|---|"]
+    for label, per_seed in floors.items():
+        for objective in per_seed[0]["objectives"]:
+            values = [[floor["objectives"][objective][name] for floor in per_seed]
+                      for name in ("spearman", "top_agree", "relative_dist1")]
+            text = [_number(sum(v) / len(v), digits=4) for v in values]
+            lines.append(f"| {label} | {per_seed[0]['numerics']} | {objective} | " + " | ".join(text) + " |")
+    return lines + [""]
+
+
 def render_markdown(result: Result, scales: dict[str, float] | None = None) -> str:
     if scales is None:
         scales = TARGETS[result.target].column_scale if result.target in TARGETS else {}
     env = result.environment
     seconds = sum(sum(cell.seconds) for cells in result.cells.values() for cell in cells.values())
     lines = [f"# {result.title} — {result.dataset}, scale `{result.scale}`", ""]
-    lines += main_table(result, scales)
-    lines += ["", "Ours: mean ± sample std over seeds. The paper column is the published number at the "
-              "paper's scale (full data, width 128, 30 epochs), printed for orientation only; '-' where the "
-              "paper reports none.", ""]
+    paper = TARGETS[result.target].paper_columns if result.target in TARGETS else True
+    lines += main_table(result, scales, paper)
+    lines += ["", "Ours: mean ± sample std over seeds." + (
+        " The paper column is the published number at the paper's scale (full data, width 128, 30 epochs), "
+        "printed for orientation only; '-' where the paper reports none." if paper else ""), ""]
     extra = extra_table(result)
     if extra:
         lines += ["Secondary numbers (means over seeds): " + "; ".join(
             text for name, text in EXTRA_TEXT.items() if name in extra[0]) + ".", ""] + extra + [""]
+    lines += floor_table(result)
     query_seeds = [seed + result.query_seed_base for seed in result.seeds]
     seeds_line = f"- seeds: {result.seeds}"
     if result.query_seed_base:
         seeds_line += f" (query seeds {query_seeds})"
     per_seed = ", ".join(f"{seed}: {sec:.0f} s" for seed, sec in env.get("seed_seconds", {}).items()) or "-"
-    lines += [seeds_line, f"- code version: `{env.get('code_version')}`, torch "
+    model = result.config.get("model", {})
+    lines += [seeds_line, f"- numerics: {model.get('precision', 'float32')}, activation "
+              f"{model.get('activation', 'relu')} (results before these fields existed: float32, relu)",
+              f"- code version: `{env.get('code_version')}`, torch "
               f"{env.get('torch_version')}, device {env.get('device')} ({env.get('threads')} threads); "
               f"cells computed by code version(s) "
               f"{', '.join(sorted(set(env.get('cells_code_versions', {}).values()))) or '-'}"
               + _threads_note(env),
               f"- wall time: {result.wall_seconds:.1f} s (this invocation; cached stages reused; per seed: "
               f"{per_seed}), "
-              f"{seconds:.1f} s summed over cells when computed", f"- created {result.created}"]
+              f"{seconds:.1f} s summed over cells when computed" + _memory_note(env),
+              f"- created {result.created}"]
     lines += [f"- {note}" for note in result.notes]
     lines += ["", f"Reproduce: `{reproduce_command(result)}`", ""]
     return "\n".join(lines)
@@ -157,6 +199,16 @@ def reproduce_command(result: Result) -> str:
     return " ".join(words)
 
 
+def _memory_note(env: dict) -> str:
+    """'; peak resident memory X GB' when the result recorded it (this invocation's, so a rerun from
+    the cache records less than the cold run did)."""
+    if "peak_rss_gb" not in env:
+        return ""
+    children = env.get("peak_rss_children_gb", 0.0)
+    extra = f" (largest worker process {children:.2f} GB)" if children > 0.01 else ""
+    return f"; peak resident memory {env['peak_rss_gb']:.2f} GB{extra}"
+
+
 def _threads_note(env: dict) -> str:
     """' with N CPU threads' for the cells' CPU thread counts (results of older code did not record them)."""
     counts = sorted({str(n) for n in env.get("cells_threads", {}).values() if n is not None})
@@ -165,7 +217,8 @@ def _threads_note(env: dict) -> str:
 
 def table_path(root: Path, result: Result, suffix: str) -> Path:
     protocol = "" if result.protocol in (None, "same-seed") else f"_{result.protocol}"
-    return Path(root) / f"{result.target}_{result.dataset}_{result.scale}{protocol}{suffix}"
+    numerics = numerics_tag(result.config)
+    return Path(root) / f"{result.target}_{result.dataset}_{result.scale}{protocol}{numerics}{suffix}"
 
 
 def render_result(result: Result, tables_dir: Path) -> list[Path]:

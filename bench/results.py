@@ -118,16 +118,30 @@ class Result:
         return pd.DataFrame.from_records(records)
 
 
-def result_path(root: Path, target: str, dataset: str, scale: str, protocol: str | None = None) -> Path:
+def numerics_tag(config: dict[str, Any]) -> str:
+    """``""`` for the default (precision, activation) or a result older than those fields, else e.g.
+    ``"_float64-relu"``: results and tables of every pair are kept side by side."""
+    from ddm.config import ModelConfig
+
+    model = config.get("model", {}) if isinstance(config, dict) else {}
+    if "precision" not in model:
+        return ""
+    pair = (model["precision"], model["activation"])
+    return "" if pair == (ModelConfig.precision, ModelConfig.activation) else f"_{pair[0]}-{pair[1]}"
+
+
+def result_path(root: Path, target: str, dataset: str, scale: str, protocol: str | None = None,
+                numerics: str = "") -> Path:
     """``<target>.json``, or ``<target>_fresh-seed.json`` beside it for a non-default protocol (both
-    protocols' results are kept)."""
+    protocols' results are kept), with ``numerics`` (:func:`numerics_tag`) appended."""
     suffix = "" if protocol in (None, "same-seed") else f"_{protocol}"
-    return Path(root) / target / dataset / scale / f"{target}{suffix}.json"
+    return Path(root) / target / dataset / scale / f"{target}{suffix}{numerics}.json"
 
 
 def write_result(result: Result, root: Path) -> Path:
     """Write the JSON and CSV atomically; returns the JSON path."""
-    path = result_path(root, result.target, result.dataset, result.scale, result.protocol)
+    path = result_path(root, result.target, result.dataset, result.scale, result.protocol,
+                       numerics_tag(result.config))
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(result.to_dict(), indent=1, allow_nan=True) + "\n")
     atomic_write_text(path.with_suffix(".csv"), result.frame().to_csv(index=False))

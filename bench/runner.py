@@ -22,12 +22,12 @@ import bench.targets  # noqa: F401  (registers every target)
 from bench.base import TARGETS, BenchTarget, CellValues, RunContext
 from bench.render import render_result
 from bench.results import Result, find_results, load_result, write_result
-from ddm.provenance import environment
+from ddm.provenance import environment, peak_memory_gb
 from ddm.train import resolve_device
 
 CELLS_KIND = "cells"
 # Bump when a target's computation changes: cached cells are keyed by config, not code.
-CELLS_SCHEMA = 3  # 3: noise-floor rows, Table 6 relative noise, lds
+CELLS_SCHEMA = 4  # 4: the oracle's numerical floor, the ReLU rows; 3: noise-floor rows, Table 6, lds
 
 
 def _seed_cells(target: BenchTarget, ctx: RunContext,
@@ -43,6 +43,8 @@ def _seed_cells(target: BenchTarget, ctx: RunContext,
         key["data_fingerprint"] = ctx.data_identity()
     if target.retrains:  # absent under the default protocol, like query_seed_base
         key.update(ctx.oracle.key())
+        if ctx.floor_clusters is not None:
+            key["floor_clusters"] = ctx.floor_clusters
     entry = ctx.cache.entry(CELLS_KIND, key)
 
     def load() -> tuple[CellValues, dict[str, Any], str, int | None]:
@@ -91,6 +93,7 @@ def run_target(name: str, ctx: RunContext, seeds: list[int]) -> Result:
         for column, cell in columns.items():
             cell.paper = target.paper_value(result.dataset, row, column)
     result.wall_seconds = time.perf_counter() - start
+    result.environment.update(peak_memory_gb())  # of the whole invocation so far: an upper bound
     write_result(result, ctx.results_dir)
     render_result(result, ctx.tables_dir)
     return result

@@ -91,7 +91,7 @@ def cluster_weights(target: Target, data: DataSplits, clustering: Clustering, sy
     real = RealGradients(target, data.train_x.to(device), data.train_y.to(device), on_device, None,
                          torch.Generator())(len(target.trajectory) - 1)  # theta_tau, shared with distill
     synthetic = synthetic_gradients(target.model, params, synset)
-    sizes = clustering.sizes().to(device=device, dtype=torch.float32)
+    sizes = clustering.sizes().to(device=device, dtype=data.train_x.dtype)
     ratio = flat_rows(real).norm(dim=1) / flat_rows(synthetic).norm(dim=1).clamp_min(1e-12)
     return (sizes / sizes.mean() * ratio).cpu()
 
@@ -117,7 +117,8 @@ class SynsetUnlearner:
         self.n_clusters = synset.n_clusters
         self.ipc = len(synset.labels) // synset.n_clusters
         # per-cluster loss weights [K] (cluster_scale); 1 for every cluster when None
-        self.weights = (torch.ones(self.n_clusters) if weights is None else weights).to(self.device)
+        dtype = self.images.dtype
+        self.weights = (torch.ones(self.n_clusters) if weights is None else weights).to(self.device, dtype)
         self.finetunes = 0  # how many masks were fine-tuned (the cost the paper counts)
 
     def _batch(self, keep: Tensor) -> tuple[Tensor, Tensor, Tensor]:

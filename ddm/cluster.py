@@ -36,8 +36,8 @@ EXTRACTOR_SEED_OFFSET = 1  # the extractor is the target's architecture trained 
 class Clustering:
     """Cluster assignment of the training set.
 
-    cluster_ids int64 [N] in [0, K); labels int64 [N]; centroids float32 [K, D] in the embedding
-    space the clusters were made in (used by the clustering-similarity baseline).
+    cluster_ids int64 [N] in [0, K); labels int64 [N]; centroids [K, D] (the config's precision) in the
+    embedding space the clusters were made in (used by the clustering-similarity baseline).
     """
 
     cluster_ids: Tensor
@@ -108,15 +108,16 @@ def kmeans_clusters(embeddings: Tensor, labels: Tensor, n_classes: int, clusters
 
 def centroids_of(embeddings: Tensor, cluster_ids: Tensor, n_clusters: int) -> Tensor:
     """Mean embedding of every cluster: [N, D] -> [K, D]."""
-    totals = torch.zeros(n_clusters, embeddings.shape[1]).index_add_(0, cluster_ids, embeddings.float())
+    totals = torch.zeros(n_clusters, embeddings.shape[1], dtype=embeddings.dtype).index_add_(0, cluster_ids,
+                                                                                   embeddings)
     return totals / torch.bincount(cluster_ids, minlength=n_clusters).clamp_min(1)[:, None]
 
 
 def pixel_embeddings(images: Tensor, seed: int) -> Tensor:
-    """PCA of flattened pixels: [N, C, H, W] -> [N, min(32, N, C*H*W)]."""
+    """PCA of flattened pixels: [N, C, H, W] -> [N, min(32, N, C*H*W)], in the images' dtype."""
     flat = images.reshape(len(images), -1).double().numpy()
     dims = min(PCA_DIMS, *flat.shape)
-    return torch.from_numpy(PCA(n_components=dims, random_state=seed).fit_transform(flat)).float()
+    return torch.from_numpy(PCA(n_components=dims, random_state=seed).fit_transform(flat)).to(images.dtype)
 
 
 def extractor_config(config: ExperimentConfig) -> ExperimentConfig:

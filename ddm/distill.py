@@ -221,6 +221,7 @@ def distill(target: Target, data: DataSplits, clustering: Clustering, cfg: Disti
     label_logits = None
     if cfg.synset_labels == "soft":
         label_logits = initial_label_logits(labels, data.info.num_classes, cfg.soft_label_init)
+        label_logits = label_logits.to(images.dtype)
         label_logits = label_logits.to(device).requires_grad_(True)
         groups.append({"params": [label_logits], "lr": cfg.lr_label})
     optimizer = torch.optim.SGD(groups, lr=lr, momentum=cfg.img_momentum)

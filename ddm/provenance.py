@@ -41,6 +41,16 @@ def _git(repo: Path, *args: str) -> str:
                           check=True, timeout=10).stdout.strip()
 
 
+def peak_memory_gb() -> dict[str, float]:
+    """Peak resident memory so far of this process and of its largest finished child (worker
+    processes), in GB (10^9 bytes; Linux reports KiB)."""
+    import resource
+
+    kib = 1024 / 1e9
+    return {"peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * kib,
+            "peak_rss_children_gb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * kib}
+
+
 def environment(device: torch.device | str) -> dict[str, Any]:
     """Versions, code version and device."""
     import numpy

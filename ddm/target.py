@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ddm.cache import ArtifactCache, CacheEntry, config_key, torch_bytes
-from ddm.config import ExperimentConfig, with_overrides
+from ddm.config import ExperimentConfig, torch_dtype, with_overrides
 from ddm.data import DataSplits, load_dataset
 from ddm.errors import DataError
 from ddm.models import build_model
@@ -34,7 +34,7 @@ class Target:
 
     config: ExperimentConfig
     model: nn.Module  # theta_tau, eval mode
-    trajectory: Tensor  # float32 [n_checkpoints, P]; row 0 = theta_0, last row = theta_tau
+    trajectory: Tensor  # [n_checkpoints, P] in the config's precision; row 0 = theta_0, last = theta_tau
     checkpoint_steps: list[int]
     meta: dict[str, Any]  # accuracies, timings, device, versions, data source
     entry: CacheEntry
@@ -48,10 +48,12 @@ class Target:
 
 def fresh_model(config: ExperimentConfig, in_shape: tuple[int, int, int],
                 num_classes: int) -> nn.Module:
-    """theta_0 of ``config``: the architecture initialized with the training seed."""
+    """theta_0 of ``config``: the architecture initialized with the training seed, in the config's
+    activation and precision."""
     spec = config.model
     return build_model(spec.arch, tuple(in_shape), num_classes, width=spec.width, depth=spec.depth,
-                       init=spec.init, seed=config.train.seed)
+                       init=spec.init, seed=config.train.seed, activation=spec.activation,
+                       dtype=torch_dtype(config))
 
 
 def target_entry(config: ExperimentConfig, cache: ArtifactCache) -> CacheEntry:
@@ -68,14 +70,24 @@ def weights_key(config: ExperimentConfig) -> str:
 
 
 def load_data(config: ExperimentConfig, data_root: str | None = None) -> DataSplits:
+    """The config's data in the config's precision (normalized in float32, then cast, so float64
+    images hold exactly the float32 values)."""
     spec = config.data
-    data = load_dataset(spec.dataset, data_root=data_root, n_per_class=spec.n_per_class,
-                        seed=spec.subset_seed)
+    data = in_precision(load_dataset(spec.dataset, data_root=data_root, n_per_class=spec.n_per_class,
+                                     seed=spec.subset_seed), torch_dtype(config))
     if not all(torch.isfinite(split).all() for split in (data.train_x, data.val_x, data.test_x)):
         raise DataError(f"{spec.dataset}: the images contain non-finite values (NaN or inf); check the "
                         "files")
     return add_noise(data, spec.noise_fraction, spec.noise_norm, spec.subset_seed,
                      relative=spec.noise_relative)
+
+
+def in_precision(data: DataSplits, dtype: torch.dtype) -> DataSplits:
+    """``data`` with its images (train, validation, test) cast to ``dtype``."""
+    if data.train_x.dtype == dtype:
+        return data
+    return dataclasses.replace(data, train_x=data.train_x.to(dtype), val_x=data.val_x.to(dtype),
+                               test_x=data.test_x.to(dtype))
 
 
 def data_fingerprint(data: DataSplits) -> str:
@@ -106,9 +118,10 @@ def add_noise(data: DataSplits, fraction: float, norm: float, seed: int,
         return data
     generator = torch.Generator().manual_seed(1_000_003 + seed)
     rows = torch.randperm(len(data.train_y), generator=generator)[:n_noisy].sort().values
-    noise = torch.randn((n_noisy, *data.train_x.shape[1:]), generator=generator)
+    # Drawn in float32 whatever the precision, so both precisions add the same noise.
+    noise = torch.randn((n_noisy, *data.train_x.shape[1:]), generator=generator).to(data.train_x.dtype)
     train_x = data.train_x.clone()
-    sizes = (torch.full((n_noisy,), float(norm)) if relative is None
+    sizes = (torch.full((n_noisy,), float(norm), dtype=train_x.dtype) if relative is None
              else relative * train_x[rows].flatten(1).norm(dim=1))
     noise *= (sizes / noise.flatten(1).norm(dim=1).clamp_min(1e-12)).view(-1, *[1] * (noise.dim() - 1))
     train_x[rows] += noise

@@ -39,7 +39,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def flat_params(model: nn.Module) -> Tensor:
-    """All parameters as one detached float32 vector [P] on the CPU."""
+    """All parameters as one detached vector [P] (the parameters' dtype) on the CPU."""
     return torch.cat([p.detach().reshape(-1).cpu() for p in model.parameters()])
 
 
@@ -106,7 +106,7 @@ class TrainState:
 @dataclass
 class TrainResult:
     model: nn.Module  # theta_tau, in eval mode
-    trajectory: Tensor  # float32 [n_checkpoints, P]; row 0 is theta_0, the last row theta_tau
+    trajectory: Tensor  # [n_checkpoints, P] (parameters' dtype); row 0 is theta_0, the last row theta_tau
     checkpoint_steps: list[int]  # optimizer step of every trajectory row
     history: list[dict[str, float]]  # per epoch: mean loss and train accuracy on kept samples
 
@@ -293,7 +293,7 @@ def train_many(model: nn.Module, train_x: Tensor, train_y: Tensor, cfg: TrainCon
     model = model.to(device)
     images, labels = train_x.to(device), train_y.to(device)
     n, copies = len(labels), len(removed)
-    keep = torch.ones(copies, n, device=device)
+    keep = torch.ones(copies, n, device=device, dtype=images.dtype)
     for b, rows in enumerate(removed):
         if len(rows):
             keep[b, torch.as_tensor(rows, dtype=torch.long, device=device)] = 0.0

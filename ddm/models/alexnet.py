@@ -16,6 +16,7 @@ from ddm.models.base import (
     can_halve,
     conv_out,
     instance_norm,
+    make_activation,
     reject_depth,
     scale_channels,
 )
@@ -27,7 +28,8 @@ LAYERS = ((128, 5, True), (192, 5, True), (256, 3, False), (192, 3, False), (192
 class AlexNetIN(Classifier):
     """``embed`` is the flattened last feature map: [N, C, H, W] -> [N, c5 * h * w]."""
 
-    def __init__(self, in_shape: InShape, num_classes: int, *, width: int) -> None:
+    def __init__(self, in_shape: InShape, num_classes: int, *, width: int,
+                 activation: str = "relu") -> None:
         super().__init__()
         in_channels, map_h, map_w = in_shape
         blocks, channels = [], in_channels
@@ -38,7 +40,7 @@ class AlexNetIN(Classifier):
             is_last = index == len(LAYERS) - 1
             # Small inputs (8x8 digits) skip pools that would leave a later norm a 1x1 map.
             pool = wants_pool and can_halve(map_h, map_w, min_size=1 if is_last else 2)
-            blocks.append(_conv_block(channels, out_channels, kernel, padding, pool))
+            blocks.append(_conv_block(channels, out_channels, kernel, padding, pool, activation))
             if pool:
                 map_h, map_w = map_h // 2, map_w // 2
             channels = out_channels
@@ -57,9 +59,9 @@ def _padding(in_channels: int, index: int, kernel: int) -> int:
 
 
 def _conv_block(in_channels: int, out_channels: int, kernel: int, padding: int,
-                pool: bool) -> nn.Sequential:
+                pool: bool, activation: str) -> nn.Sequential:
     layers = [nn.Conv2d(in_channels, out_channels, kernel, padding=padding),
-              instance_norm(out_channels), nn.ReLU()]
+              instance_norm(out_channels), make_activation(activation)]
     if pool:
         layers.append(nn.MaxPool2d(2))
     return nn.Sequential(*layers)
@@ -67,6 +69,6 @@ def _conv_block(in_channels: int, out_channels: int, kernel: int, padding: int,
 
 @MODELS.register("alexnet")
 def build_alexnet(in_shape: InShape, num_classes: int, *, width: int,
-                  depth: int | None) -> AlexNetIN:
+                  depth: int | None, activation: str = "relu") -> AlexNetIN:
     reject_depth("alexnet", depth)
-    return AlexNetIN(in_shape, num_classes, width=width)
+    return AlexNetIN(in_shape, num_classes, width=width, activation=activation)

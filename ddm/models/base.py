@@ -54,7 +54,21 @@ class ModelBuilder(Protocol):
     """What each architecture registers: constructs the network (initialization happens later)."""
 
     def __call__(self, in_shape: InShape, num_classes: int, *, width: int,
-                 depth: int | None) -> Classifier: ...
+                 depth: int | None, activation: str) -> Classifier: ...
+
+
+# The networks' nonlinearity. ``relu`` is the paper's (ConvNet, AlexNet, ResNet); ``gelu`` is smooth:
+# ReLU's derivative jumps at 0, so a float32 rounding difference (another thread count's reduction
+# order) flips which units pass gradient and SGD carries the flip forward, while under GELU the same
+# difference stays at rounding level (see ``ModelConfig.activation``).
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU}
+
+
+def make_activation(name: str) -> nn.Module:
+    """A fresh activation module ``name`` (one of :data:`ACTIVATIONS`)."""
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation {name!r}; choose one of: {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
 
 
 MODELS: Registry[ModelBuilder] = Registry("architecture")

@@ -1,7 +1,7 @@
 """ConvNet: the standard network of the dataset-condensation literature (Gidaris & Komodakis
 2018 as used by DC/DM/MTT), with instance norm ("ConvNet" in the DDM paper).
 
-depth x [conv3x3(width) -> instance norm -> ReLU -> avgpool 2] -> flatten -> linear.
+depth x [conv3x3(width) -> instance norm -> activation (ReLU in the paper) -> avgpool 2] -> flatten -> linear.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from ddm.models.base import (
     check_depth,
     conv_out,
     instance_norm,
+    make_activation,
 )
 
 DEFAULT_DEPTH = 3
@@ -24,7 +25,8 @@ DEFAULT_DEPTH = 3
 class ConvNet(Classifier):
     """``embed`` is the flattened last feature map: [N, C, H, W] -> [N, width * h * w]."""
 
-    def __init__(self, in_shape: InShape, num_classes: int, *, width: int, depth: int) -> None:
+    def __init__(self, in_shape: InShape, num_classes: int, *, width: int, depth: int,
+                 activation: str = "relu") -> None:
         super().__init__()
         channels, map_h, map_w = in_shape
         blocks = []
@@ -34,7 +36,7 @@ class ConvNet(Classifier):
             map_h, map_w = conv_out(map_h, 3, padding), conv_out(map_w, 3, padding)
             # The norm of the next layer needs >= 2x2; after the last layer 1x1 is fine.
             pool = can_halve(map_h, map_w, min_size=1 if layer == depth - 1 else 2)
-            blocks.append(_conv_block(channels if layer == 0 else width, width, padding, pool))
+            blocks.append(_conv_block(channels if layer == 0 else width, width, padding, pool, activation))
             if pool:
                 map_h, map_w = map_h // 2, map_w // 2
         self.features = nn.Sequential(*blocks)
@@ -44,9 +46,10 @@ class ConvNet(Classifier):
         return self.features(x).flatten(1)
 
 
-def _conv_block(in_channels: int, out_channels: int, padding: int, pool: bool) -> nn.Sequential:
+def _conv_block(in_channels: int, out_channels: int, padding: int, pool: bool,
+                activation: str) -> nn.Sequential:
     layers = [nn.Conv2d(in_channels, out_channels, 3, padding=padding),
-              instance_norm(out_channels), nn.ReLU()]
+              instance_norm(out_channels), make_activation(activation)]
     if pool:
         layers.append(nn.AvgPool2d(2))
     return nn.Sequential(*layers)
@@ -54,7 +57,7 @@ def _conv_block(in_channels: int, out_channels: int, padding: int, pool: bool) -
 
 @MODELS.register("convnet")
 def build_convnet(in_shape: InShape, num_classes: int, *, width: int,
-                  depth: int | None) -> ConvNet:
+                  depth: int | None, activation: str = "relu") -> ConvNet:
     depth = DEFAULT_DEPTH if depth is None else depth
     check_depth("convnet", depth)
-    return ConvNet(in_shape, num_classes, width=width, depth=depth)
+    return ConvNet(in_shape, num_classes, width=width, depth=depth, activation=activation)

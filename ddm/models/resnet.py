@@ -8,7 +8,6 @@ pool, which keeps the network smooth in its input (the condensation papers' moti
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ddm.models.base import (
@@ -17,6 +16,7 @@ from ddm.models.base import (
     InShape,
     can_halve,
     instance_norm,
+    make_activation,
     reject_depth,
     scale_channels,
 )
@@ -36,17 +36,18 @@ class BasicBlockAP(nn.Module):
     [N, in_channels, h, w] -> [N, planes, h', w'] with h' = h // 2 if ``downsample`` else h.
     """
 
-    def __init__(self, in_channels: int, planes: int, downsample: bool) -> None:
+    def __init__(self, in_channels: int, planes: int, downsample: bool, activation: str = "relu") -> None:
         super().__init__()
+        self.act = make_activation(activation)
         self.conv1, self.norm1 = _conv3x3(in_channels, planes), instance_norm(planes)
         self.pool = nn.AvgPool2d(2) if downsample else nn.Identity()
         self.conv2, self.norm2 = _conv3x3(planes, planes), instance_norm(planes)
         self.shortcut = _shortcut(in_channels, planes, downsample)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.pool(F.relu(self.norm1(self.conv1(x))))
+        out = self.pool(self.act(self.norm1(self.conv1(x))))
         out = self.norm2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        return self.act(out + self.shortcut(x))
 
 
 def _shortcut(in_channels: int, planes: int, downsample: bool) -> nn.Module:
@@ -62,12 +63,13 @@ def _shortcut(in_channels: int, planes: int, downsample: bool) -> nn.Module:
 class ResNet18AP(Classifier):
     """``embed`` is the globally average-pooled last stage: [N, C, H, W] -> [N, planes_4]."""
 
-    def __init__(self, in_shape: InShape, num_classes: int, *, width: int) -> None:
+    def __init__(self, in_shape: InShape, num_classes: int, *, width: int,
+                 activation: str = "relu") -> None:
         super().__init__()
         in_channels, map_h, map_w = in_shape
         channels = scale_channels(STAGE_PLANES[0], width)
         self.stem = nn.Sequential(_conv3x3(in_channels, channels), instance_norm(channels),
-                                  nn.ReLU())
+                                  make_activation(activation))
         blocks = []
         for stage, canonical in enumerate(STAGE_PLANES):
             planes = scale_channels(canonical, width)
@@ -75,7 +77,7 @@ class ResNet18AP(Classifier):
                 # Stages 2-4 open by halving the map, unless that would leave the norms after
                 # the pool a 1x1 map (8x8 inputs: 8 -> 4 -> 2 -> 2).
                 downsample = stage > 0 and index == 0 and can_halve(map_h, map_w, min_size=2)
-                blocks.append(BasicBlockAP(channels, planes, downsample))
+                blocks.append(BasicBlockAP(channels, planes, downsample, activation))
                 if downsample:
                     map_h, map_w = map_h // 2, map_w // 2
                 channels = planes
@@ -88,6 +90,6 @@ class ResNet18AP(Classifier):
 
 @MODELS.register("resnet18_ap")
 def build_resnet18_ap(in_shape: InShape, num_classes: int, *, width: int,
-                      depth: int | None) -> ResNet18AP:
+                      depth: int | None, activation: str = "relu") -> ResNet18AP:
     reject_depth("resnet18_ap", depth)
-    return ResNet18AP(in_shape, num_classes, width=width)
+    return ResNet18AP(in_shape, num_classes, width=width, activation=activation)

@@ -1,7 +1,8 @@
 """Simple ViT (Beyer et al. 2022, "Better plain ViT baselines"; lucidrains' ``simple_vit``).
 
 Patches -> LayerNorm -> linear -> LayerNorm, plus a fixed 2-D sin-cos position embedding; then
-pre-norm transformer blocks (attention, GELU MLP of hidden 2*dim), mean pool over tokens,
+pre-norm transformer blocks (attention, MLP of hidden 2*dim with GELU, the ViT's own, unless the
+config's ``activation`` says otherwise), mean pool over tokens,
 LayerNorm, linear head. The embedding dim is ``width`` itself (not scaled), so it must be
 divisible by the number of heads.
 """
@@ -12,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ddm.errors import ConfigError
-from ddm.models.base import MODELS, Classifier, InShape, check_depth
+from ddm.models.base import MODELS, Classifier, InShape, check_depth, make_activation
 
 DEFAULT_DEPTH = 4
 HEADS = 4
@@ -73,18 +74,18 @@ class SelfAttention(nn.Module):
         return self.to_out(mixed.transpose(1, 2).reshape(batch, count, dim))
 
 
-def _feed_forward(dim: int) -> nn.Sequential:
-    return nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, MLP_RATIO * dim), nn.GELU(),
+def _feed_forward(dim: int, activation: str) -> nn.Sequential:
+    return nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, MLP_RATIO * dim), make_activation(activation),
                          nn.Linear(MLP_RATIO * dim, dim))
 
 
 class TransformerBlock(nn.Module):
     """tokens [N, T, dim] -> [N, T, dim]: attention and MLP, each added to the residual."""
 
-    def __init__(self, dim: int, heads: int) -> None:
+    def __init__(self, dim: int, heads: int, activation: str = "gelu") -> None:
         super().__init__()
         self.attention = SelfAttention(dim, heads)
-        self.feed_forward = _feed_forward(dim)
+        self.feed_forward = _feed_forward(dim, activation)
 
     def forward(self, tokens: Tensor) -> Tensor:
         tokens = tokens + self.attention(tokens)
@@ -96,7 +97,8 @@ class SimpleViT(Classifier):
 
     pos_embedding: Tensor
 
-    def __init__(self, in_shape: InShape, num_classes: int, *, dim: int, depth: int) -> None:
+    def __init__(self, in_shape: InShape, num_classes: int, *, dim: int, depth: int,
+                 activation: str = "gelu") -> None:
         super().__init__()
         channels, map_h, map_w = in_shape
         self.patch = patch_size_for(map_h, map_w)
@@ -107,7 +109,7 @@ class SimpleViT(Classifier):
         # functional_call users, nor saved in state_dicts; .to(device) still moves it.
         grid = sincos_position_embedding(map_h // self.patch, map_w // self.patch, dim)
         self.register_buffer("pos_embedding", grid, persistent=False)
-        self.blocks = nn.Sequential(*(TransformerBlock(dim, HEADS) for _ in range(depth)))
+        self.blocks = nn.Sequential(*(TransformerBlock(dim, HEADS, activation) for _ in range(depth)))
         self.final_norm = nn.LayerNorm(dim)
         self._add_head(dim, num_classes)
 
@@ -125,10 +127,10 @@ class SimpleViT(Classifier):
 
 @MODELS.register("simple_vit")
 def build_simple_vit(in_shape: InShape, num_classes: int, *, width: int,
-                     depth: int | None) -> SimpleViT:
+                     depth: int | None, activation: str = "gelu") -> SimpleViT:
     depth = DEFAULT_DEPTH if depth is None else depth
     check_depth("simple_vit", depth)
     if width % HEADS:
         raise ConfigError(f"simple_vit uses width as its embedding dim, which must be divisible "
                           f"by its {HEADS} heads; got width={width}")
-    return SimpleViT(in_shape, num_classes, dim=width, depth=depth)
+    return SimpleViT(in_shape, num_classes, dim=width, depth=depth, activation=activation)
