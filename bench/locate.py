@@ -20,10 +20,11 @@ by one ulp on a GPU), as the per-query Spearman of the exact effects with the re
 queries whose extreme cluster agrees, and the rerun's Dist1 over the mean deletion effect. "Random
 Select" is the exact expectation over all K clusters, not one draw.
 
-Numerics (departure from the paper): the default network is the ConvNet with GELU in float32, whose
-oracle agrees with its rerun to rounding level; the paper's ReLU network in the same precision keeps
-its own rows (marked "paper's ReLU net"), scored by its own oracle, with that oracle's floor beside the
-default's (in float32 a ReLU oracle disagrees with its own rerun: tables/noise_*).
+Numerics: by default the paper's ReLU ConvNet in float64, whose oracle reproduces itself under another
+thread count bit for bit (tables/noise_*). A run with a smooth activation (``--set activation=gelu``,
+e.g. in float32 for speed) keeps the paper's ReLU network's rows (marked "paper's ReLU net") in the same
+precision, scored by that network's own oracle, with that oracle's floor beside the run's (in float32 a
+ReLU oracle disagrees with its own rerun).
 "DDM w/o cluster" clusters by sequence number, so its located clusters are retrained on their own;
 it has no full oracle, and its normalized score and Spearman are left blank.
 """

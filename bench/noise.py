@@ -46,21 +46,17 @@ class NoiseFloor(BenchTarget):
         device = next(stages.target.model.parameters()).device
         queries = select_queries(stages.data, ctx.n_queries, ctx.query_seed(seed))
         picked = floor_clusters(stages.clustering.n_clusters, ctx.floor_clusters)
-        start = time.perf_counter()
         # the oracle's own entries: a later table reuses them
         base = ctx.removal_outputs(stages, [tuple(stages.clustering.members(k).tolist()) for k in picked],
                                    queries.images.to(device)).to(torch.float64)
-        seconds_per_model = (time.perf_counter() - start) / len(picked)
         reference = to_probabilities(predict(stages.target.model, queries.images)).to(torch.float64)
         cells: CellValues = {}
-        series: dict[str, Any] = {"seconds_per_model": seconds_per_model, "clusters": picked,
-                                  "threads": torch.get_num_threads(), "perturbations": {}}
+        series: dict[str, Any] = {"clusters": picked, "threads": torch.get_num_threads(), "perturbations": {}}
         for row, perturb in zip(self.rows, ("jitter", other_threads()), strict=True):
             start = time.perf_counter()
             floor = floor_scores(ctx, stages, queries, reference, base, picked, ["dist1"], perturb)["dist1"]
             seconds = time.perf_counter() - start
             series["perturbations"][row] = perturb
-            series[f"seconds_per_model ({perturb})"] = seconds / (len(picked) + 1)
             cells[row] = {name: {"value": getattr(floor, name), "seconds": seconds / len(COLUMNS)}
                           for name in COLUMNS}
         return cells, series

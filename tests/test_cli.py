@@ -183,6 +183,9 @@ BAD_INPUTS = [
     ("attribute", "--option", "koh.depth=0"),  # out of range
     ("attribute", "--option", "koh.damping=abc"),  # not a number
     ("attribute", "--option", "exact.protocol=fresh-seed"),  # the oracle's options are --protocol
+    ("train", "--set", "precision=float16"),
+    ("train", "--set", "activation=tanh"),
+    ("oracle", "--check", "--clusters", "1"),
 ]
 
 
@@ -231,3 +234,13 @@ def test_another_data_root_gets_another_target(run, tmp_path):
     assert roots[0] != roots[1]  # same config, different files: a new entry, not a silent reuse
     again = run("train", *args, "--data-root", str(tmp_path / "a"))
     assert artifact_path(again.output) == roots[0]
+
+
+def test_oracle_check_reports_the_numerical_floor(run, tmp_path):
+    result = run("oracle", *TINY, "--check", "--clusters", "3", "--queries", "3",
+                 "--results-dir", str(tmp_path / "results"), "--tables-dir", str(tmp_path / "tables"))
+    assert result.exit_code == 0, result.output
+    assert "theta_0 jittered by 1 ulp: spearman" in result.output
+    assert (tmp_path / "tables" / "noise_digits_smoke.md").exists()
+    text = (tmp_path / "tables" / "noise_digits_smoke.md").read_text()
+    assert "numerics: float64, activation relu" in text and "(paper)" not in text

@@ -2,6 +2,12 @@
 2018 as used by DC/DM/MTT), with instance norm ("ConvNet" in the DDM paper).
 
 depth x [conv3x3(width) -> instance norm -> activation (ReLU in the paper) -> avgpool 2] -> flatten -> linear.
+
+The activation is a config field (``ModelConfig.activation``; default ReLU, the paper's). In float32 a
+ReLU network's exact-retraining oracle disagrees with its own rerun under another thread count
+(per-query Spearman 0.53 on digits smoke, tables/noise_*): ReLU's derivative jumps at 0, so a rounding
+difference flips which units pass gradient and SGD carries the flip forward. The suite therefore runs in
+float64 by default; ``--set activation=gelu`` keeps float32 at rounding level for the oracle.
 """
 
 from __future__ import annotations
