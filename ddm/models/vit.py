@@ -1,8 +1,8 @@
 """Simple ViT (Beyer et al. 2022, "Better plain ViT baselines"; lucidrains' ``simple_vit``).
 
 Patches -> LayerNorm -> linear -> LayerNorm, plus a fixed 2-D sin-cos position embedding; then
-pre-norm transformer blocks (attention, MLP of hidden 2*dim with GELU, the ViT's own, unless the
-config's ``activation`` says otherwise), mean pool over tokens,
+pre-norm transformer blocks (attention, GELU MLP of hidden 2*dim; the config's ``activation`` field
+leaves it GELU), mean pool over tokens,
 LayerNorm, linear head. The embedding dim is ``width`` itself (not scaled), so it must be
 divisible by the number of heads.
 """
@@ -133,4 +133,6 @@ def build_simple_vit(in_shape: InShape, num_classes: int, *, width: int,
     if width % HEADS:
         raise ConfigError(f"simple_vit uses width as its embedding dim, which must be divisible "
                           f"by its {HEADS} heads; got width={width}")
-    return SimpleViT(in_shape, num_classes, dim=width, depth=depth, activation=activation)
+    # The ViT's MLP is GELU, its own architecture's, whatever ``activation`` says (that field chooses
+    # the CNNs' nonlinearity: ReLU in the paper); a smooth network is numerically quiet already.
+    return SimpleViT(in_shape, num_classes, dim=width, depth=depth, activation="gelu")
