@@ -110,15 +110,16 @@ class SynsetUnlearner:
     def __init__(self, model: nn.Module, synset: Synset, *, steps: int, lr: float,
                  chunk: int = 128, weights: Tensor | None = None) -> None:
         self.model, self.steps, self.lr, self.chunk = model, steps, lr, chunk
-        self.device = next(model.parameters()).device
+        parameter = next(model.parameters())
+        self.device, self.dtype = parameter.device, parameter.dtype  # synsets follow the network's dtype
         self.params = model_params(model)
-        self.images = synset.images.to(self.device)
-        self.labels = synset.targets.to(self.device)  # hard [K * ipc] or soft [K * ipc, L]
+        self.images = synset.images.to(self.device, self.dtype)
+        targets = synset.targets  # hard int64 [K * ipc] or soft [K * ipc, L]
+        self.labels = targets.to(self.device, self.dtype if targets.is_floating_point() else None)
         self.n_clusters = synset.n_clusters
         self.ipc = len(synset.labels) // synset.n_clusters
         # per-cluster loss weights [K] (cluster_scale); 1 for every cluster when None
-        dtype = self.images.dtype
-        self.weights = (torch.ones(self.n_clusters) if weights is None else weights).to(self.device, dtype)
+        self.weights = (torch.ones(self.n_clusters) if weights is None else weights).to(self.device, self.dtype)
         self.finetunes = 0  # how many masks were fine-tuned (the cost the paper counts)
 
     def _batch(self, keep: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -159,7 +160,7 @@ class SynsetUnlearner:
     def __call__(self, keep: Tensor, queries: Tensor) -> Tensor:
         """Probabilities [B, n_q, classes] of every fine-tuned model on queries [n_q, ...]."""
         outputs = []
-        queries = queries.to(self.device)
+        queries = queries.to(self.device, self.dtype)
         chunk = self.chunk_size(keep)
         for start in range(0, len(keep), chunk):
             stacked = self.finetuned(keep[start:start + chunk])

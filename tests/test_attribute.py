@@ -20,7 +20,7 @@ from tests.conftest import TINY
 
 def tiny_synset(n_clusters=5, ipc=2, seed=0):
     generator = torch.Generator().manual_seed(seed)
-    images = torch.randn(n_clusters * ipc, 1, 8, 8, generator=generator)
+    images = torch.randn(n_clusters * ipc, 1, 8, 8, generator=generator, dtype=torch.float64)  # the target's
     cluster_ids = torch.arange(n_clusters).repeat_interleave(ipc)
     return Synset(images, cluster_ids % 3, cluster_ids, n_clusters, [], "reverse", 0.0)
 
@@ -33,13 +33,13 @@ def test_batched_unlearning_equals_a_loop_of_finetunes(digits_target, monkeypatc
     # holds a mask removing nothing
     keep = torch.tensor([[1, 1, 1, 1, 1], [0, 1, 1, 1, 1], [1, 0, 1, 0, 0], [0, 0, 0, 0, 0],
                          [1, 1, 1, 1, 1], [0, 0, 0, 0, 1]]).bool()
-    queries = torch.randn(6, 1, 8, 8)
+    queries = torch.randn(6, 1, 8, 8, dtype=torch.float64)
     batched = unlearner(keep, queries)
     params = model_params(digits_target.model)
     for row, mask in enumerate(keep):
         images = synset.images[~mask[synset.cluster_ids]]
         labels = synset.labels[~mask[synset.cluster_ids]]
-        weights = torch.full((len(labels),), 0.5)  # each cluster's 2 images averaged
+        weights = torch.full((len(labels),), 0.5, dtype=torch.float64)  # each cluster's 2 images averaged
         tuned = finetune_one(digits_target.model, params, images, labels, weights, steps=3, lr=0.05)
         logits = torch.func.functional_call(digits_target.model, tuned, (queries,))
         torch.testing.assert_close(batched[row], to_probabilities(logits), rtol=1e-5, atol=1e-6)
@@ -48,7 +48,7 @@ def test_batched_unlearning_equals_a_loop_of_finetunes(digits_target, monkeypatc
 
 def test_keeping_everything_reproduces_the_target(digits_target):
     unlearner = SynsetUnlearner(digits_target.model, tiny_synset(), steps=3, lr=0.05)
-    queries = torch.randn(6, 1, 8, 8)
+    queries = torch.randn(6, 1, 8, 8, dtype=torch.float64)
     out = unlearner(torch.ones(1, 5, dtype=torch.bool), queries)
     # vmap's batched kernels may differ from the plain forward in the last bits only
     torch.testing.assert_close(out[0], to_probabilities(digits_target.model(queries)).detach(),

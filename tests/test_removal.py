@@ -37,10 +37,10 @@ def test_noise_hits_the_requested_share_with_the_requested_norm_and_is_seeded():
     noisy = add_noise(clean, 0.2, 0.1, seed=0)
     assert len(noisy.noisy_rows) == 40  # 20 % of 200
     difference = (noisy.train_x - clean.train_x).flatten(1).norm(dim=1)
-    assert torch.allclose(difference[noisy.noisy_rows], torch.full((40,), 0.1), atol=1e-5)
+    assert torch.allclose(difference[noisy.noisy_rows], torch.full_like(difference[:40], 0.1), atol=1e-5)
     untouched = torch.ones(200, dtype=torch.bool)
     untouched[noisy.noisy_rows] = False
-    assert torch.equal(difference[untouched], torch.zeros(160))
+    assert torch.equal(difference[untouched], torch.zeros_like(difference[:160]))
     assert torch.equal(noisy.test_x, clean.test_x) and torch.equal(noisy.val_x, clean.val_x)
     assert torch.equal(add_noise(clean, 0.2, 0.1, seed=0).train_x, noisy.train_x)
     assert add_noise(clean, 0.0, 0.1, seed=0) is clean

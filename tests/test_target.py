@@ -25,7 +25,7 @@ def test_model_at_rebuilds_trajectory_rows(tmp_path):
     target = get_target(TINY, cache=ArtifactCache(tmp_path), device="cpu", progress=False)
     theta0 = target.model_at(0)
     last = target.model_at(len(target.trajectory) - 1)
-    images = torch.randn(4, 1, 8, 8)
+    images = torch.randn(4, 1, 8, 8, dtype=target.trajectory.dtype)
     torch.testing.assert_close(last(images), target.model(images))
     assert not torch.allclose(theta0(images), target.model(images))
 

@@ -48,8 +48,9 @@ def test_soft_label_distillation_learns_labels_and_stops_early(tiny_cache, digit
     cfg = dataclasses.replace(TINY.distill, synset_labels="soft", distill_steps=400, converge_tol=0.5)
     synset = distill(digits_target, digits_data, clustering, cfg, progress=False)
     assert synset.soft_labels.shape == (clustering.n_clusters, 10)
-    torch.testing.assert_close(synset.soft_labels.sum(1), torch.ones(clustering.n_clusters))
-    start = initial_label_logits(synset.labels, 10, cfg.soft_label_init).softmax(-1)
+    torch.testing.assert_close(synset.soft_labels.sum(1), torch.ones_like(synset.soft_labels[:, 0]))
+    start = initial_label_logits(synset.labels, 10, cfg.soft_label_init)
+    start = start.to(synset.soft_labels.dtype).softmax(-1)
     assert not torch.allclose(synset.soft_labels, start)  # the labels moved
     assert len(synset.losses) < 400  # a 50 % tolerance stops it after a few checks
     assert len(synset.checks) == len(synset.losses) // 25 + 1
@@ -58,14 +59,14 @@ def test_soft_label_distillation_learns_labels_and_stops_early(tiny_cache, digit
 
 def test_unlearner_fine_tunes_on_soft_labels_with_cluster_weights(digits_target):
     n_clusters, generator = 4, torch.Generator().manual_seed(0)
-    images = torch.randn(n_clusters, 1, 8, 8, generator=generator)
-    soft = torch.rand(n_clusters, 10, generator=generator).softmax(-1)
+    images = torch.randn(n_clusters, 1, 8, 8, generator=generator, dtype=torch.float64)
+    soft = torch.rand(n_clusters, 10, generator=generator, dtype=torch.float64).softmax(-1)
     synset = Synset(images, torch.arange(n_clusters), torch.arange(n_clusters), n_clusters, [], "reverse",
                     0.0, soft)
-    weights = torch.tensor([1.0, 2.0, 0.5, 3.0])
+    weights = torch.tensor([1.0, 2.0, 0.5, 3.0], dtype=torch.float64)
     unlearner = SynsetUnlearner(digits_target.model, synset, steps=2, lr=0.05, weights=weights)
     keep = torch.tensor([[0, 1, 0, 1]]).bool()
-    queries = torch.randn(3, 1, 8, 8, generator=generator)
+    queries = torch.randn(3, 1, 8, 8, generator=generator, dtype=torch.float64)
     tuned = finetune_one(digits_target.model, model_params(digits_target.model), images[[0, 2]], soft[[0, 2]],
                          weights[[0, 2]], steps=2, lr=0.05)
     expected = to_probabilities(torch.func.functional_call(digits_target.model, tuned, (queries,)))
