@@ -89,6 +89,8 @@ def run_target(name: str, ctx: RunContext, seeds: list[int]) -> Result:
                 numbers = dict(numbers)
                 result.cell(row, column).add(numbers.pop("value"), numbers.pop("seconds", 0.0), **numbers)
         result.series[str(seed)] = series
+    # rows this run computes (the fresh-seed noise floor, the ReLU rows of a smooth network are optional)
+    result.rows = [row for row in target.rows if row in result.cells] or result.rows
     for row, columns in result.cells.items():
         for column, cell in columns.items():
             cell.paper = target.paper_value(result.dataset, row, column)

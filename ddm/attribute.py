@@ -119,7 +119,8 @@ class SynsetUnlearner:
         self.n_clusters = synset.n_clusters
         self.ipc = len(synset.labels) // synset.n_clusters
         # per-cluster loss weights [K] (cluster_scale); 1 for every cluster when None
-        self.weights = (torch.ones(self.n_clusters) if weights is None else weights).to(self.device, self.dtype)
+        weights = torch.ones(self.n_clusters) if weights is None else weights
+        self.weights = weights.to(self.device, self.dtype)
         self.finetunes = 0  # how many masks were fine-tuned (the cost the paper counts)
 
     def _batch(self, keep: Tensor) -> tuple[Tensor, Tensor, Tensor]:
