@@ -159,9 +159,7 @@ def render_markdown(result: Result, scales: dict[str, float] | None = None) -> s
     if result.query_seed_base:
         seeds_line += f" (query seeds {query_seeds})"
     per_seed = ", ".join(f"{seed}: {sec:.0f} s" for seed, sec in env.get("seed_seconds", {}).items()) or "-"
-    model = result.config.get("model", {})
-    lines += [seeds_line, f"- numerics: {model.get('precision', 'float32')}, activation "
-              f"{model.get('activation', 'relu')} (results before these fields existed: float32, relu)",
+    lines += [seeds_line, numerics_line(result.config.get("model", {})),
               f"- code version: `{env.get('code_version')}`, torch "
               f"{env.get('torch_version')}, device {env.get('device')} ({env.get('threads')} threads); "
               f"cells computed by code version(s) "
@@ -197,6 +195,14 @@ def reproduce_command(result: Result) -> str:
                 text = "none" if value is None else str(value).lower() if isinstance(value, bool) else value
                 words += ["--set", f"{name}={text}"]
     return " ".join(words)
+
+
+def numerics_line(model: dict) -> str:
+    """Which precision and activation computed the cells (a result older than those fields: float32, relu)."""
+    if "precision" not in model:
+        return ("- numerics: float32, activation relu (computed before the precision and activation fields "
+                "existed, against a float32 ReLU oracle: not current under the float64 default)")
+    return f"- numerics: {model['precision']}, activation {model['activation']}"
 
 
 def _memory_note(env: dict) -> str:
