@@ -138,6 +138,7 @@ def test_first_order_ranks_a_planted_linear_case():
 
 def test_query_jacobian_matches_finite_differences(digits_target):
     model = digits_target.model
+    dtype = next(model.parameters()).dtype  # the shared fixture's, restored below
     params = {name: p.detach().double() for name, p in model.named_parameters()}
     queries = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     jacobian = query_jacobian(model.double(), params, queries)
@@ -149,4 +150,20 @@ def test_query_jacobian_matches_finite_differences(digits_target):
         flat = torch.cat([direction[name].flatten() for name in params])
         torch.testing.assert_close(jacobian @ flat, after - before, rtol=1e-4, atol=1e-9)
     finally:
-        model.float()
+        model.to(dtype)
+
+
+def test_query_jacobian_per_query_equals_the_batched_jacobian(digits_target):
+    """The ladder differentiates one query at a time (bounded memory); the rows must be those of one
+    jacrev over the whole batch, whose activations grew as n_q * C * n_q feature maps."""
+    model = digits_target.model
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    dtype = next(iter(params.values())).dtype
+    queries = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(1), dtype=dtype)
+
+    def probabilities(current):
+        return to_probabilities(torch.func.functional_call(model, current, (queries,))).flatten()
+
+    batched = torch.func.jacrev(probabilities)(params)
+    expected = torch.cat([batched[name].flatten(1) for name in params], 1)
+    torch.testing.assert_close(query_jacobian(model, params, queries), expected, rtol=1e-10, atol=1e-12)
