@@ -109,9 +109,10 @@ def query_jacobian(model: torch.nn.Module, params: Params, queries: Tensor) -> T
     def probabilities(current: Params, query: Tensor) -> Tensor:
         return to_probabilities(functional_call(model, current, (query[None],)))[0]
 
+    jacobian_of = jacrev(probabilities)
     rows = []
     for query in queries:
-        jacobian = jacrev(probabilities)(params, query)
+        jacobian = jacobian_of(params, query)
         rows.append(torch.cat([jacobian[name].flatten(1) for name in params], 1).cpu())
     return torch.cat(rows)
 
@@ -132,7 +133,7 @@ class LadderState:
         self.device = next(self.model.parameters()).device
         self.params = {name: p.detach() for name, p in self.model.named_parameters()}
         queries = self.oracle.queries.images.to(self.device)
-        self.jacobian = query_jacobian(self.model, self.params, queries).cpu()
+        self.jacobian = query_jacobian(self.model, self.params, queries)
         self.sizes = self.clustering.sizes().double()
         train = stages.config.train
         self.undo = train.lr * train.epochs / train.batch_size * self.cluster_sums(self.target, -1)
