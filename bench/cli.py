@@ -381,11 +381,15 @@ def target_names() -> list[str]:
               show_default=True)
 @click.option("--tables-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("tables"),
               show_default=True)
+@click.option("--keep-committed", is_flag=True,
+              help="Take the seeds the result file in --results-dir already holds under the same config, "
+                   "methods, queries and protocol from it instead of recomputing them (adding a seed to a "
+                   "committed table on a fresh clone); each kept seed keeps its recorded code version.")
 @click.pass_obj
 def run(obj: BenchContext, target: str, n_seeds: int, n_queries: int, workers: int, executor: str,
         retrain_batch: int, ray_address: str | None, ray_gpus: float, protocol: str, retrain_seeds: int,
         query_seed_base: int, method_assignments: tuple[str, ...], results_dir: Path, tables_dir: Path,
-        **options: Any) -> None:
+        keep_committed: bool, **options: Any) -> None:
     """Run a table, figure or the timings (or `all`); write results/ and render tables/."""
     from baselines.exact import OracleConfig
     from bench.base import TARGETS, RunContext
@@ -400,7 +404,7 @@ def run(obj: BenchContext, target: str, n_seeds: int, n_queries: int, workers: i
                      method_options=parsed_method_options(method_assignments),
                      results_dir=results_dir, tables_dir=tables_dir)
     for name in TARGETS.names() if target == "all" else [target]:
-        result = run_target(name, ctx, list(range(n_seeds)))
+        result = run_target(name, ctx, list(range(n_seeds)), keep_committed=keep_committed)
         click.echo(f"{name}: {result.wall_seconds:.1f} s -> "
                    f"{table_path(tables_dir, result, '.md')} (results in {results_dir})")
 

@@ -212,6 +212,12 @@ def _memory_note(env: dict) -> str:
         return ""
     children = env.get("peak_rss_children_gb", 0.0)
     extra = f" (largest worker process {children:.2f} GB)" if children > 0.01 else ""
+    kept = env.get("kept_from")
+    if kept:  # `run --keep-committed`: some seeds come from an earlier run's result file
+        seeds = ", ".join(str(seed) for seed in kept["kept_seeds"])
+        peak = kept.get("peak_rss_gb")
+        extra += (f"; seed(s) {seeds} kept from the result created {kept['created']} (their per-seed "
+                  f"times are that run's" + (f", its peak resident memory {peak:.2f} GB)" if peak else ")"))
     return f"; peak resident memory {env['peak_rss_gb']:.2f} GB{extra}"
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import bench.targets  # noqa: F401  (registers every target)
 from bench.base import TARGETS, BenchTarget, CellValues, RunContext
 from bench.render import render_result
-from bench.results import Result, find_results, load_result, write_result
+from bench.results import Result, find_results, load_result, numerics_tag, result_path, write_result
 from ddm.provenance import environment, peak_memory_gb
 from ddm.train import resolve_device
 
@@ -63,8 +63,55 @@ def _seed_cells(target: BenchTarget, ctx: RunContext,
     return entry.get_or_compute(load, compute)
 
 
-def run_target(name: str, ctx: RunContext, seeds: list[int]) -> Result:
-    """Run ``name`` for every seed, write its result JSON/CSV and render its table."""
+def _normalized(data: Any) -> Any:
+    """``data`` as its JSON round trip (tuples become lists), for comparing configs."""
+    return json.loads(json.dumps(data))
+
+
+KeptSeed = tuple[CellValues, dict[str, Any], str, int | None, float]
+
+
+def committed_seeds(result: Result, ctx: RunContext) -> tuple[dict[int, KeptSeed], dict[str, Any]]:
+    """The seeds of the result file already at ``result``'s path that ``result`` may keep instead of
+    recomputing (``run --keep-committed``): only when that file was computed under the same config,
+    methods, queries, protocol and data, and holds one value per seed in every cell and extra, so
+    a seed added to a committed table on a fresh clone does not recompute the others. Returns
+    ``{seed: (cells, series, code version, threads, seconds)}``, each seed as its run recorded it,
+    and what the file recorded of its own run (created, wall time, peak memory)."""
+    path = result_path(ctx.results_dir, result.target, result.dataset, result.scale, result.protocol,
+                       numerics_tag(result.config))
+    if not path.exists() or ctx.data_identity() is not None or ctx.floor_clusters is not None:
+        return {}, {}
+    old = load_result(path)
+    same = (_normalized(old.config) == _normalized(result.config) and old.n_queries == result.n_queries
+            and old.query_seed_base == result.query_seed_base and old.protocol == result.protocol
+            and old.retrain_seeds == result.retrain_seeds)
+    n = len(old.seeds)
+    aligned = all(len(cell.values) == n and all(len(v) == n for v in cell.extra.values())
+                  for columns in old.cells.values() for cell in columns.values())
+    if not (same and aligned):
+        return {}, {}
+    kept = {}
+    for index, seed in enumerate(old.seeds):
+        cells: CellValues = {}
+        for row, columns in old.cells.items():
+            for column, cell in columns.items():
+                cells.setdefault(row, {})[column] = {
+                    "value": cell.values[index], "seconds": cell.seconds[index],
+                    **{name: values[index] for name, values in cell.extra.items()}}
+        env = old.environment
+        kept[seed] = (cells, old.series.get(str(seed), {}),
+                      env.get("cells_code_versions", {}).get(str(seed), env.get("code_version")),
+                      env.get("cells_threads", {}).get(str(seed), env.get("threads")),
+                      env.get("seed_seconds", {}).get(str(seed), float("nan")))
+    return kept, {"created": old.created, "wall_seconds": old.wall_seconds,
+                  "peak_rss_gb": old.environment.get("peak_rss_gb")}
+
+
+def run_target(name: str, ctx: RunContext, seeds: list[int], keep_committed: bool = False) -> Result:
+    """Run ``name`` for every seed, write its result JSON/CSV and render its table. With
+    ``keep_committed`` a seed the result file already holds under the same config
+    (:func:`committed_seeds`) is taken from it instead of the cache or a recomputation."""
     target = TARGETS[name]()
     start = time.perf_counter()
     result = Result(target=name, dataset=ctx.config.data.dataset, scale=ctx.config.scale,
@@ -77,13 +124,20 @@ def run_target(name: str, ctx: RunContext, seeds: list[int]) -> Result:
                     protocol=ctx.protocol if target.retrains else None,
                     retrain_seeds=(ctx.oracle.retrain_seeds
                                    if target.retrains and ctx.protocol == "fresh-seed" else None))
+    kept, kept_run = committed_seeds(result, ctx) if keep_committed else ({}, {})
+    if kept:  # what the file they came from recorded of its own run
+        result.environment["kept_from"] = {**kept_run, "kept_seeds": [s for s in seeds if s in kept]}
     for seed in seeds:
         seed_start = time.perf_counter()
-        cells, series, version, threads = _seed_cells(target, ctx, seed)
+        if seed in kept:
+            cells, series, version, threads, seconds = kept[seed]
+        else:
+            cells, series, version, threads = _seed_cells(target, ctx, seed)
+            # this invocation's wall time per seed (cached stages make a rerun's seeds fast)
+            seconds = time.perf_counter() - seed_start
         result.environment.setdefault("cells_code_versions", {})[str(seed)] = version
         result.environment.setdefault("cells_threads", {})[str(seed)] = threads
-        # this invocation's wall time per seed (cached stages make a rerun's seeds fast)
-        result.environment.setdefault("seed_seconds", {})[str(seed)] = time.perf_counter() - seed_start
+        result.environment.setdefault("seed_seconds", {})[str(seed)] = seconds
         for row, columns in cells.items():
             for column, numbers in columns.items():
                 numbers = dict(numbers)

@@ -388,3 +388,33 @@ def test_cells_record_the_cpu_threads_that_computed_them(tmp_path):
     result = tiny_result()
     result.environment["cells_threads"] = {"0": 2, "1": 1}
     assert "with 1 / 2 CPU threads" in render_markdown(result, {})
+
+
+@pytest.mark.slow
+def test_keep_committed_adds_a_seed_without_recomputing_the_committed_ones(tmp_path):
+    results, tables = tmp_path / "results", tmp_path / "tables"
+    base = ["run", "table2", *TINY_RUN, "--results-dir", str(results), "--tables-dir", str(tables)]
+    first = CliRunner().invoke(main, ["--home", str(tmp_path / "a"), *base])
+    assert first.exit_code == 0, first.output
+    path = results / "table2" / "digits" / "smoke" / "table2.json"
+    committed = json.loads(path.read_text())
+    # a fresh clone: an empty cache, the committed result file
+    keep = ["--seeds", "2", "--keep-committed"]
+    added = CliRunner().invoke(main, ["--home", str(tmp_path / "b"), *base, *keep])
+    assert added.exit_code == 0, added.output
+    assert len(list((tmp_path / "b" / "cells").glob("*/cells.json"))) == 1  # seed 1 only
+    data = json.loads(path.read_text())
+    assert data["seeds"] == [0, 1] and data["environment"]["kept_from"]["kept_seeds"] == [0]
+    for row, cells in committed["cells"].items():
+        for column, cell in cells.items():
+            assert data["cells"][row][column]["values"][0] == cell["values"][0]
+            assert {k: v[0] for k, v in data["cells"][row][column]["extra"].items()} == \
+                {k: v[0] for k, v in cell["extra"].items()}
+    assert data["series"]["0"] == committed["series"]["0"]
+    versions = data["environment"]["cells_code_versions"]
+    assert versions["0"] == committed["environment"]["cells_code_versions"]["0"]
+    # another config keeps nothing: every seed is computed
+    other = CliRunner().invoke(main, ["--home", str(tmp_path / "c"), *base, *keep, "--set", "distill_steps=4"])
+    assert other.exit_code == 0, other.output
+    assert len(list((tmp_path / "c" / "cells").glob("*/cells.json"))) == 2
+    assert "kept_from" not in json.loads(path.read_text())["environment"]
