@@ -414,7 +414,8 @@ def test_keep_committed_adds_a_seed_without_recomputing_the_committed_ones(tmp_p
     versions = data["environment"]["cells_code_versions"]
     assert versions["0"] == committed["environment"]["cells_code_versions"]["0"]
     # another config keeps nothing: every seed is computed
-    other = CliRunner().invoke(main, ["--home", str(tmp_path / "c"), *base, *keep, "--set", "distill_steps=4"])
+    changed = [*keep, "--set", "distill_steps=4"]
+    other = CliRunner().invoke(main, ["--home", str(tmp_path / "c"), *base, *changed])
     assert other.exit_code == 0, other.output
     assert len(list((tmp_path / "c" / "cells").glob("*/cells.json"))) == 2
     assert "kept_from" not in json.loads(path.read_text())["environment"]
