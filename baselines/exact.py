@@ -42,11 +42,11 @@ from ddm.errors import ConfigError
 from ddm.functional import params_from_flat
 from ddm.objectives import to_probabilities
 from ddm.provenance import environment
+from ddm.stages import stage
 from ddm.target import Target, fresh_model, load_data, weights_key
 from ddm.train import LossFn, cross_entropy_loss, flat_params, resume_state, train, train_many
 
-RETRAIN_KIND = "retrained"
-RETRAIN_SCHEMA = 2  # 2: keyed by the target's weights key (trajectory density excluded)
+RETRAIN_KIND, RETRAIN_SCHEMA = stage("retrained").kind, stage("retrained").schema  # ddm/stages.py
 PROTOCOLS = ("same-seed", "fresh-seed")
 EXECUTORS = ("local", "process", "ray")
 

@@ -160,6 +160,9 @@ class BenchTarget(ABC):
     paper: ClassVar[PaperValues] = {}
     paper_rows: ClassVar[dict[str, str]] = {}
     paper_columns: ClassVar[bool] = True  # False: not a table of the paper, no "(paper)" columns
+    # The stages (ddm/stages.py) its cells are computed from; upstream stages follow. A result
+    # records their schemas, and `ddm-bench report --check` tells when one changed under it.
+    stages: ClassVar[tuple[str, ...]] = ("cells", "online", "influence", "retrained")
 
     @abstractmethod
     def run_seed(self, ctx: RunContext, seed: int) -> tuple[CellValues, dict[str, Any]]:

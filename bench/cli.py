@@ -119,15 +119,15 @@ def config_from_options(options: dict[str, Any]) -> ExperimentConfig:
     fields in ``CONFIG_FIELDS``, and ``--dataset``, which also picks the preset) or ``--set``; a
     field given both ways, or ``--set dataset=``, is refused before any work."""
     fields = {name: options[name] for name in CONFIG_FIELDS}
+    given = {name: f"--{name.replace('_', '-')} {value}"
+             for name, value in fields.items() if value is not None}
     for name, value in (parse_assignment(text) for text in options.get("assignments", ())):
         if name == "dataset":
             raise ConfigError("the dataset also picks the preset's settings: use --dataset, "
                               "not --set dataset=")
-        if fields.get(name) is not None and fields[name] != value:
-            flag = "--" + name.replace("_", "-")
-            raise ConfigError(f"{name} given twice, as {flag} {fields[name]} and --set {name}={value}; "
-                              "give one")
-        fields[name] = value
+        if name in given and fields[name] != value:
+            raise ConfigError(f"{name} given twice, as {given[name]} and --set {name}={value}; give one")
+        fields[name], given[name] = value, f"--set {name}={value}"
     return build_config(options["dataset"], options["scale"], **fields)
 
 
@@ -447,9 +447,36 @@ def cache_adopt(obj: BenchContext) -> None:
               show_default=True)
 @click.option("--tables-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("tables"),
               show_default=True)
-def report(results_dir: Path, tables_dir: Path) -> None:
-    """Render every result under results/ into tables/ (Markdown and PNG)."""
+@click.option("--check", is_flag=True,
+              help="Instead of rendering, tell for each result whether a stage it depends on changed its "
+                   "schema or code since it was computed; exit 1 on a schema change or on a changed result "
+                   "the README does not list as stale (bench/staleness.py).")
+@click.option("--readme", type=click.Path(dir_okay=False, path_type=Path), default=Path("README.md"),
+              show_default=True, help="--check only: the README whose stale-results list is compared.")
+def report(results_dir: Path, tables_dir: Path, check: bool, readme: Path) -> None:
+    """Render every result under results/ into tables/ (Markdown and PNG), or --check them."""
+    if check:
+        check_staleness(results_dir, readme)
+        return
     from bench.runner import render_all
 
     for path in render_all(results_dir, tables_dir):
         click.echo(str(path))
+
+
+def check_staleness(results_dir: Path, readme: Path) -> None:
+    from bench.staleness import check_all
+
+    repo = Path(results_dir).resolve().parent
+    verdicts, problems = check_all(results_dir, repo, readme)
+    for verdict in verdicts:
+        state = "schema changed" if verdict.schema_changes else "stale" if verdict.stale else "current"
+        click.echo(f"{state:<14} {verdict.path}")
+        for line in verdict.schema_changes + verdict.code_changes:
+            click.echo(f"               {line}")
+    stale = sum(verdict.stale for verdict in verdicts)
+    click.echo(f"{len(verdicts)} results: {len(verdicts) - stale} current, {stale} stale")
+    if problems:
+        for problem in problems:
+            click.echo(f"problem: {problem}", err=True)
+        raise SystemExit(1)

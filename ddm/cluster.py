@@ -21,11 +21,11 @@ from ddm.cache import ArtifactCache, torch_bytes
 from ddm.config import ExperimentConfig
 from ddm.data import DataSplits
 from ddm.errors import ConfigError, DataError
+from ddm.stages import stage
 from ddm.target import Target, get_target, target_entry
 from ddm.train import predict
 
-CLUSTER_KIND = "clusters"
-CLUSTER_SCHEMA = 1
+CLUSTER_KIND, CLUSTER_SCHEMA = stage("clusters").kind, stage("clusters").schema  # ddm/stages.py
 PCA_DIMS = 32  # pixel embedding: enough components to separate digit styles, cheap for k-means
 EXTRACTOR_SEED_OFFSET = 1  # the extractor is the target's architecture trained from another seed
 

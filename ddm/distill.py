@@ -32,10 +32,10 @@ from ddm.data import DataSplits
 from ddm.errors import ConfigError, DivergedError
 from ddm.functional import Params, params_from_flat, per_cluster_gradients, per_sample_gradients, segment_mean
 from ddm.registry import Registry
+from ddm.stages import stage
 from ddm.target import Target, weights_key
 
-SYNSET_KIND = "synset"
-SYNSET_SCHEMA = 2  # 2: real per-cluster gradients by one backward per cluster on the CPU
+SYNSET_KIND, SYNSET_SCHEMA = stage("synset").kind, stage("synset").schema  # ddm/stages.py
 MODES = ("reverse", "match")
 COS_EPS = 1e-6  # as in the dataset-condensation code: keeps the cosine finite for a zero gradient
 CONVERGE_WINDOW = 25  # steps between two convergence checks (converge_tol). A check evaluates the

@@ -414,7 +414,7 @@ def test_keep_committed_adds_a_seed_without_recomputing_the_committed_ones(tmp_p
     versions = data["environment"]["cells_code_versions"]
     assert versions["0"] == committed["environment"]["cells_code_versions"]["0"]
     # another config keeps nothing: every seed is computed
-    changed = [*keep, "--set", "distill_steps=4"]
+    changed = [*keep, "--set", "ridge=0.5"]
     other = CliRunner().invoke(main, ["--home", str(tmp_path / "c"), *base, *changed])
     assert other.exit_code == 0, other.output
     assert len(list((tmp_path / "c" / "cells").glob("*/cells.json"))) == 2

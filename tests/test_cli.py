@@ -259,7 +259,8 @@ def nothing_trained(tmp_path) -> bool:
     (["attribute", "--method", "exact", "--set", "hierarchical=true"], "hierarchical search"),
     (["attribute", "--hierarchical", "--objective", "validation"], "per-query objective"),
     (["train", "--set", "dataset=foo"], "--dataset"),
-    (["train", "--width", "8", "--set", "width=16"], "given twice"),
+    (["train", "--width", "8", "--set", "width=16"], "given twice, as --width 8 and --set width=16"),
+    (["train", "--set", "lr=0.1", "--set", "lr=0.2"], "given twice, as --set lr=0.1 and --set lr=0.2"),
 ])
 def test_every_bad_option_exits_2_before_any_training(run, tmp_path, args, named):
     result = run(*args, "--dataset", "digits", "--device", "cpu")
