@@ -73,8 +73,9 @@ KeptSeed = tuple[CellValues, dict[str, Any], str, int | None, float]
 def committed_seeds(result: Result, ctx: RunContext) -> tuple[dict[int, KeptSeed], dict[str, Any]]:
     """The seeds of the result file already at ``result``'s path that ``result`` may keep instead of
     recomputing (``run --keep-committed``): only when that file was computed under the same
-    config, methods, queries, protocol, data and stage schemas, and holds one value per seed in every cell and extra, so
-    a seed added to a committed table on a fresh clone does not recompute the others. Returns
+    config, methods, queries, protocol, data and stage schemas, and holds one value per seed in
+    every cell and extra, so a seed added to a committed table on a fresh clone does not recompute
+    the others. Returns
     ``{seed: (cells, series, code version, threads, seconds)}``, each seed as its run recorded it,
     and what the file recorded of its own run (created, wall time, peak memory)."""
     path = result_path(ctx.results_dir, result.target, result.dataset, result.scale, result.protocol,
