@@ -16,9 +16,15 @@ import click
 
 from baselines.exact import EXECUTORS, PROTOCOLS
 from ddm.cache import ArtifactCache
-from ddm.config import ExperimentConfig, field_choices, parse_assignment, preset, with_overrides
+from ddm.config import (
+    DISTILL_MODES,
+    ExperimentConfig,
+    field_choices,
+    parse_assignment,
+    preset,
+    with_overrides,
+)
 from ddm.data import dataset_status
-from ddm.distill import MODES
 from ddm.errors import ConfigError, DdmError
 from ddm.objectives import OBJECTIVES
 
@@ -179,42 +185,27 @@ def _stages(obj: BenchContext, options: dict[str, Any]):
 
 @main.command()
 @experiment_options
-@click.option("--mode", type=click.Choice(MODES), default="reverse", show_default=True,
+@click.option("--mode", type=click.Choice(DISTILL_MODES), default="reverse", show_default=True,
               help="reverse: DDM's reverse gradient matching; match: gradient matching (DDM-match).")
 @click.option("--class-level", is_flag=True,
               help="Also distil the class-level synset (K = L), the hierarchical search's first level.")
 @click.pass_obj
 def distill(obj: BenchContext, mode: str, class_level: bool, **options: Any) -> None:
     """Distil the synset of every cluster (offline stage) and report time and matching loss."""
-    from ddm.distill import evaluate_matching, get_synset, init_synset, initial_label_logits
+    from ddm.diagnostics import matching_report
 
     stages = _stages(obj, options)
     config, clustering = stages.config, stages.clustering
     levels = [("cluster", clustering)] + ([("class", clustering.class_level())] if class_level else [])
     for level, grouping in levels:
-        synset = get_synset(config, stages.target, stages.data, grouping, mode=mode, cache=obj.cache)
-        initial, _, _ = init_synset(stages.data.train_x, stages.data.train_y, grouping, config.distill.ipc,
-                                    torch_generator(config.distill.distill_seed))
-        initial_targets = None  # the clusters' hard labels
-        if config.distill.synset_labels == "soft":
-            initial_targets = initial_label_logits(synset.labels, stages.data.info.num_classes,
-                                                   config.distill.soft_label_init).to(initial.dtype).softmax(-1)
-        before = evaluate_matching(stages.target, stages.data, grouping, initial, config.distill, mode,
-                                   initial_targets)
-        after = evaluate_matching(stages.target, stages.data, grouping, synset.images, config.distill, mode,
-                                  synset.targets)
-        ratio = synset.seconds / stages.target.meta["train_seconds"]
-        click.echo(f"{level}-level synset ({mode}): K = {grouping.n_clusters}, "
-                   f"{len(synset.labels)} images, {len(synset.losses)} steps "
+        report = matching_report(config, stages.target, stages.data, grouping, level, mode, cache=obj.cache)
+        click.echo(f"{level}-level synset ({mode}): K = {report.n_clusters}, "
+                   f"{report.n_images} images, {report.steps} steps "
                    f"(cap {config.distill.distill_steps}, labels {config.distill.synset_labels})")
-        click.echo(f"  distilled in {synset.seconds:.1f} s = {ratio:.2f}x the target's training time")
-        click.echo(f"  matching loss over all checkpoint pairs: {before:.2f} -> {after:.2f}")
-
-
-def torch_generator(seed: int):
-    import torch
-
-    return torch.Generator().manual_seed(seed)
+        click.echo(f"  distilled in {report.seconds:.1f} s = {report.seconds / report.train_seconds:.2f}x "
+                   "the target's training time")
+        click.echo(f"  matching loss over all checkpoint pairs: {report.loss_before:.2f} -> "
+                   f"{report.loss_after:.2f}")
 
 
 @main.command()
@@ -235,8 +226,6 @@ def attribute(obj: BenchContext, method: str, n_queries: int, query_seed: int, o
               hierarchical: bool, method_assignments: tuple[str, ...], output: Path | None,
               **options: Any) -> None:
     """Attribute test predictions to training clusters and write the attribution matrix."""
-    import baselines  # noqa: F401  (registers the baseline methods)
-    import ddm.attribute  # noqa: F401
     from ddm.pipeline import check_request, run_attribution
 
     method_options = parsed_method_options(method_assignments)
@@ -254,8 +243,6 @@ def attribute(obj: BenchContext, method: str, n_queries: int, query_seed: int, o
 
 
 def parsed_method_options(assignments: tuple[str, ...]) -> dict[str, Any]:
-    import baselines  # noqa: F401  (registers the baseline methods)
-    import ddm.attribute  # noqa: F401
     from ddm.attributor import parse_method_options
 
     chosen = parse_method_options(assignments)
@@ -355,9 +342,7 @@ def oracle(obj: BenchContext, protocol: str, n_seeds: int, workers: int, executo
 @main.command("list")
 def list_command() -> None:
     """List the benchmark targets, datasets, architectures and attribution methods."""
-    import baselines  # noqa: F401
     import bench.targets  # noqa: F401
-    import ddm.attribute  # noqa: F401
     from bench.base import TARGETS
     from ddm.attributor import CAPABILITIES, METHODS, methods_with
 

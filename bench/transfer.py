@@ -101,7 +101,7 @@ def student_accuracy(stages: Stages, cache: ArtifactCache, teacher: nn.Module, t
 
 def ddm_kl_order(ctx: RunContext, stages: Stages, teacher: nn.Module, queries: Queries) -> list[int]:
     """Clusters by DDM's predicted KL(teacher || network without the cluster), summed over V, lowest first."""
-    removals = ctx.fit("ddm", stages).predict_removals(queries).double()
+    removals = ctx.fit("ddm", stages, need="removal prediction").predict_removals(queries).double()
     teacher_probs = to_probabilities(predict(teacher, queries.images)).double()
     kl = get_objective("kd_kl")(removals, teacher_probs, queries.labels).sum(1)
     return torch.argsort(kl, stable=True).tolist()

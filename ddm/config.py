@@ -27,6 +27,7 @@ CLUSTER_METHODS = ("kmeans", "sequential")
 EMBEDDINGS = ("extractor", "target", "pixels")
 PAIRINGS = ("alg1", "eq6")
 WEIGHT_SCHEMES = ("inverse", "uniform", "count")
+DISTILL_MODES = ("reverse", "match")  # not a field: reverse (DDM) or forward (DDM-match) matching
 # Datasets whose training uses random-crop + flip augmentation (the paper's "standard augmentation").
 AUGMENTED_DATASETS = frozenset({"cifar10", "cifar100", "tinyimagenet"})
 # Datasets the paper trains with lr_net = 0.001 (Table 5); everything else uses 0.01.

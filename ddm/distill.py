@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from ddm.cache import ArtifactCache, torch_bytes
 from ddm.cluster import Clustering
-from ddm.config import DistillConfig, ExperimentConfig
+from ddm.config import DISTILL_MODES, DistillConfig, ExperimentConfig
 from ddm.data import DataSplits
 from ddm.errors import ConfigError, DivergedError
 from ddm.functional import Params, params_from_flat, per_cluster_gradients, per_sample_gradients, segment_mean
@@ -36,7 +36,7 @@ from ddm.stages import stage
 from ddm.target import Target, weights_key
 
 SYNSET_KIND, SYNSET_SCHEMA = stage("synset").kind, stage("synset").schema  # ddm/stages.py
-MODES = ("reverse", "match")
+MODES = DISTILL_MODES
 COS_EPS = 1e-6  # as in the dataset-condensation code: keeps the cosine finite for a zero gradient
 CONVERGE_WINDOW = 25  # steps between two convergence checks (converge_tol). A check evaluates the
 # matching loss over every admissible pair (deterministic); one step's loss is that of one randomly

@@ -53,7 +53,6 @@ def fit_method(name: str, stages: Stages, *, options: Any = None, progress: bool
     """Construct the registered method ``name`` (with ``options``, its own frozen options class, or
     its defaults) and run its offline stage. ``ddm`` and ``ddm_match`` are always registered; the
     baselines once ``baselines`` is imported (``ddm`` itself never imports it)."""
-    import ddm.attribute  # noqa: F401  (registers ddm and ddm_match)
 
     attributor = METHODS[name](stages.config, options=options, cache=stages.cache, progress=progress)
     attributor.fit(stages.target, stages.data, stages.clustering)

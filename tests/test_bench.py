@@ -419,3 +419,26 @@ def test_keep_committed_adds_a_seed_without_recomputing_the_committed_ones(tmp_p
     assert other.exit_code == 0, other.output
     assert len(list((tmp_path / "c" / "cells").glob("*/cells.json"))) == 2
     assert "kept_from" not in json.loads(path.read_text())["environment"]
+
+
+def test_bench_reaches_ddm_through_its_contract_and_diagnostics_only():
+    """No module under bench/ imports DDM's internals, and bench's base imports no method module:
+    methods are declared by name and imported when first looked up."""
+    from pathlib import Path
+
+    bench_dir = Path(__file__).resolve().parents[1] / "bench"
+    for path in bench_dir.glob("*.py"):
+        text = path.read_text()
+        for internal in ("ddm.attribute", "ddm.distill", "ddm.datamodel"):
+            assert f"import {internal}" not in text and f"from {internal} " not in text, (path.name, internal)
+    loaded = imported_after("import bench.base", "")  # the ladder imports DDM's diagnostics API, base none
+    assert "ddm.attribute" not in loaded and "baselines.koh" not in loaded
+    names = imported_after("from ddm.attributor import METHODS; import baselines; METHODS.names()", "")
+    assert "baselines.koh" not in names
+
+
+def test_declared_methods_import_on_first_lookup():
+    from ddm.attributor import METHODS
+
+    assert {"ddm", "ddm_match", "koh", "exact", "random"} <= set(METHODS.names())
+    assert METHODS["koh"].name == "koh" and "koh" in METHODS
