@@ -67,11 +67,10 @@ class OracleConfig:
             raise ConfigError(f"retrain_seeds must be an integer >= 1, got {self.retrain_seeds!r}")
 
     def key(self) -> dict[str, object]:
-        """What distinguishes cached results: nothing under the default same-seed protocol (so entries
-        cached before the field existed stay valid), the protocol and seeds otherwise."""
-        if self.protocol == "same-seed":
-            return {}
-        return {"protocol": self.protocol, "retrain_seeds": self.retrain_seeds}
+        """What distinguishes cached results: the protocol, and the retrainings averaged under
+        fresh-seed (same-seed has one)."""
+        return {"protocol": self.protocol,
+                "retrain_seeds": self.retrain_seeds if self.protocol == "fresh-seed" else 1}
 
 
 @dataclass(frozen=True)

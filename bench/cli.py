@@ -414,19 +414,6 @@ def run(obj: BenchContext, target: str, n_seeds: int, n_queries: int, workers: i
                    f"{table_path(tables_dir, result, '.md')} (results in {results_dir})")
 
 
-@main.group()
-def cache() -> None:
-    """Maintain the artifact cache."""
-
-
-@cache.command("adopt")
-@click.pass_obj
-def cache_adopt(obj: BenchContext) -> None:
-    """Accept entries an older ddm-bench wrote (no manifest digest) after re-checking their files."""
-    adopted, refused = obj.cache.adopt_legacy()
-    click.echo(f"{obj.cache.root}: {adopted} entries adopted, {refused} refused (delete those to rebuild)")
-
-
 @main.command()
 @click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
               show_default=True)

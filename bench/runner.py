@@ -35,15 +35,10 @@ def _seed_cells(target: BenchTarget, ctx: RunContext,
     them (float32 results depend on the thread count's reduction order), cached under (target,
     config, method options, seed, queries) so a rerun skips the seed."""
     key = {"schema": CELLS_SCHEMA, "target": target.name, "seed": seed, "n_queries": ctx.n_queries,
-           "config": ctx.config.to_dict(), "methods": ctx.method_keys()}
-    if ctx.query_seed_base:  # absent at 0, so cells cached before the field existed stay valid
-        key["query_seed_base"] = ctx.query_seed_base
-    if ctx.data_identity() is not None:  # another --data-root, other cells
-        key["data_fingerprint"] = ctx.data_identity()
-    if target.retrains:  # absent under the default protocol, like query_seed_base
-        key.update(ctx.oracle.key())
-        if ctx.floor_clusters is not None:
-            key["floor_clusters"] = ctx.floor_clusters
+           "config": ctx.config.to_dict(), "methods": ctx.method_keys(),
+           "query_seed_base": ctx.query_seed_base, "data_fingerprint": ctx.data_identity(),
+           "oracle": ctx.oracle.key() if target.retrains else None,
+           "floor_clusters": ctx.floor_clusters if target.retrains else None}
     entry = ctx.cache.entry(CELLS_KIND, key)
 
     def load() -> tuple[CellValues, dict[str, Any], str, int | None]:

@@ -67,13 +67,8 @@ class DataConfig:
     )
 
     def key(self) -> dict[str, Any]:
-        """The fields as a cache key; ``noise_relative`` and ``data_fingerprint`` only when set, so
-        keys written before those fields existed stay valid."""
-        fields = dataclasses.asdict(self)
-        for name in ("noise_relative", "data_fingerprint"):
-            if fields[name] is None:
-                del fields[name]
-        return fields
+        """The fields as a cache key."""
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
