@@ -442,3 +442,17 @@ def test_declared_methods_import_on_first_lookup():
 
     assert {"ddm", "ddm_match", "koh", "exact", "random"} <= set(METHODS.names())
     assert METHODS["koh"].name == "koh" and "koh" in METHODS
+
+
+def test_re_rendering_the_committed_results_gives_the_committed_tables(tmp_path):
+    """tables/ holds nothing that results/ does not: every committed Markdown table re-renders byte
+    for byte from its result (so a refactor of the renderer or the results changes no committed cell)."""
+    from pathlib import Path
+
+    from bench.runner import render_all
+
+    root = Path(__file__).resolve().parents[1]
+    written = [path for path in render_all(root / "results", tmp_path) if path.suffix == ".md"]
+    assert len(written) >= 40
+    for path in written:
+        assert path.read_text() == (root / "tables" / path.name).read_text(), path.name
