@@ -42,11 +42,11 @@ from ddm.errors import ConfigError
 from ddm.functional import params_from_flat
 from ddm.objectives import to_probabilities
 from ddm.provenance import environment
+from ddm.stages import stage
 from ddm.target import Target, fresh_model, load_data, weights_key
 from ddm.train import LossFn, cross_entropy_loss, flat_params, resume_state, train, train_many
 
-RETRAIN_KIND = "retrained"
-RETRAIN_SCHEMA = 2  # 2: keyed by the target's weights key (trajectory density excluded)
+RETRAIN_KIND, RETRAIN_SCHEMA = stage("retrained").kind, stage("retrained").schema  # ddm/stages.py
 PROTOCOLS = ("same-seed", "fresh-seed")
 EXECUTORS = ("local", "process", "ray")
 
@@ -67,11 +67,10 @@ class OracleConfig:
             raise ConfigError(f"retrain_seeds must be an integer >= 1, got {self.retrain_seeds!r}")
 
     def key(self) -> dict[str, object]:
-        """What distinguishes cached results: nothing under the default same-seed protocol (so entries
-        cached before the field existed stay valid), the protocol and seeds otherwise."""
-        if self.protocol == "same-seed":
-            return {}
-        return {"protocol": self.protocol, "retrain_seeds": self.retrain_seeds}
+        """What distinguishes cached results: the protocol, and the retrainings averaged under
+        fresh-seed (same-seed has one)."""
+        return {"protocol": self.protocol,
+                "retrain_seeds": self.retrain_seeds if self.protocol == "fresh-seed" else 1}
 
 
 @dataclass(frozen=True)

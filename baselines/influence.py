@@ -44,12 +44,12 @@ from ddm.data import DataSplits
 from ddm.errors import ConfigError, DataError
 from ddm.functional import Params, model_params, per_cluster_gradients, per_sample_gradients
 from ddm.provenance import environment
+from ddm.stages import stage
 from ddm.target import Target
 
 PARAM_SETS = ("head", "all")
 SOLVERS = ("auto", "exact", "lissa")
-INFLUENCE_KIND = "influence"
-INFLUENCE_SCHEMA = 2  # bump when the cached offline tensors change (2: per-cluster gradient loop)
+INFLUENCE_KIND, INFLUENCE_SCHEMA = stage("influence").kind, stage("influence").schema  # ddm/stages.py
 OFFLINE_FILE = "offline.pt"
 SCALE_MARGIN = 2.0  # auto LiSSA scale = 2 x top eigenvalue: contracts for all curvature in (0, 2 scale)
 SCALE_ITERATIONS = 10  # Arnoldi steps for that estimate: the top Ritz value converges first

@@ -19,10 +19,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor
 
-import baselines  # noqa: F401  (registers the baseline methods)
-import ddm.attribute  # noqa: F401  (registers ddm and ddm_match)
 from baselines.exact import ExactAttributor, ExecutorConfig, OracleConfig, Retrainer, protocol_seeds
-from ddm.attributor import METHODS, Attributor, default_options
+from ddm.attributor import METHODS, Attributor, default_options, require
 from ddm.cache import ArtifactCache, atomic_write_text
 from ddm.config import PAPER_DDM, ExperimentConfig, with_overrides
 from ddm.pipeline import Stages, fit_method, prepare
@@ -93,8 +91,13 @@ class RunContext:
         return {name: dataclasses.asdict(self.options_of(name)) for name in METHODS.names()
                 if METHODS[name].Options is not None and METHODS[name] is not ExactAttributor}
 
-    def fit(self, method: str, stages: Stages, progress: bool | None = None) -> Attributor:
-        """Method ``method`` with this run's options for it, fitted on ``stages`` (offline, cached)."""
+    def fit(self, method: str, stages: Stages, progress: bool | None = None,
+            need: str | None = None) -> Attributor:
+        """Method ``method`` with this run's options for it, fitted on ``stages`` (offline, cached).
+        ``need``: a capability (``ddm.attributor.CAPABILITIES``) the caller uses beyond scoring; a
+        method without it is refused before any work."""
+        if need is not None:
+            require(method, need)
         return fit_method(method, stages, options=self.options_of(method),
                           progress=self.progress if progress is None else progress)
 
@@ -160,6 +163,9 @@ class BenchTarget(ABC):
     paper: ClassVar[PaperValues] = {}
     paper_rows: ClassVar[dict[str, str]] = {}
     paper_columns: ClassVar[bool] = True  # False: not a table of the paper, no "(paper)" columns
+    # The stages (ddm/stages.py) its cells are computed from; upstream stages follow. A result
+    # records their schemas, and `ddm-bench report --check` tells when one changed under it.
+    stages: ClassVar[tuple[str, ...]] = ("cells", "online", "influence", "retrained")
 
     @abstractmethod
     def run_seed(self, ctx: RunContext, seed: int) -> tuple[CellValues, dict[str, Any]]:

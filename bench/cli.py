@@ -14,11 +14,18 @@ from typing import Any
 
 import click
 
+from baselines.exact import EXECUTORS, PROTOCOLS
 from ddm.cache import ArtifactCache
-from ddm.config import OPTIMIZERS, SCALES, ExperimentConfig, parse_assignment, preset, with_overrides
-from ddm.data import DATASETS, dataset_status
+from ddm.config import (
+    DISTILL_MODES,
+    ExperimentConfig,
+    field_choices,
+    parse_assignment,
+    preset,
+    with_overrides,
+)
+from ddm.data import dataset_status
 from ddm.errors import ConfigError, DdmError
-from ddm.models import INIT_SCHEMES, MODELS
 from ddm.objectives import OBJECTIVES
 
 
@@ -61,22 +68,23 @@ def experiment_options(command: Callable[..., Any] | None = None, *,
     if command is None:
         return functools.partial(experiment_options, default_scale=default_scale)
     options = [
-        click.option("--dataset", type=click.Choice(DATASETS.names()), default="digits",
+        click.option("--dataset", type=click.Choice(field_choices("dataset")), default="digits",
                      show_default=True, help="Dataset (digits is bundled; see `data list`)."),
-        click.option("--scale", type=click.Choice(SCALES), default=default_scale, show_default=True,
+        click.option("--scale", type=click.Choice(field_choices("scale")), default=default_scale,
+                     show_default=True,
                      help="Preset: smoke (seconds), small (minutes on CPU), paper (GPU)."),
-        click.option("--arch", type=click.Choice(MODELS.names()), default=None,
+        click.option("--arch", type=click.Choice(field_choices("arch")), default=None,
                      help="Network architecture [preset: convnet]."),
         click.option("--width", type=click.IntRange(min=1), default=None,
                      help="ConvNet width; other nets scale by width/128 [preset]."),
         click.option("--depth", type=click.IntRange(min=1), default=None,
                      help="ConvNet/ViT depth [architecture default]."),
-        click.option("--init", type=click.Choice(INIT_SCHEMES), default=None,
+        click.option("--init", type=click.Choice(field_choices("init")), default=None,
                      help="Weight initialization [kaiming]."),
         click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs [preset]."),
         click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
                      help="SGD learning rate [preset]."),
-        click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None,
+        click.option("--optimizer", type=click.Choice(field_choices("optimizer")), default=None,
                      help="sgd [preset] or adam (use adam, lr 1e-3, for simple_vit)."),
         click.option("--batch-size", type=click.IntRange(min=1), default=None,
                      help="Mini-batch size [preset]."),
@@ -113,8 +121,19 @@ def method_option(command: Any) -> Any:
 
 
 def config_from_options(options: dict[str, Any]) -> ExperimentConfig:
+    """The config the command's options describe. Each field has one way in: its own flag (the
+    fields in ``CONFIG_FIELDS``, and ``--dataset``, which also picks the preset) or ``--set``; a
+    field given both ways, or ``--set dataset=``, is refused before any work."""
     fields = {name: options[name] for name in CONFIG_FIELDS}
-    fields.update(parse_assignment(text) for text in options.get("assignments", ()))
+    given = {name: f"--{name.replace('_', '-')} {value}"
+             for name, value in fields.items() if value is not None}
+    for name, value in (parse_assignment(text) for text in options.get("assignments", ())):
+        if name == "dataset":
+            raise ConfigError("the dataset also picks the preset's settings: use --dataset, "
+                              "not --set dataset=")
+        if name in given and fields[name] != value:
+            raise ConfigError(f"{name} given twice, as {given[name]} and --set {name}={value}; give one")
+        fields[name], given[name] = value, f"--set {name}={value}"
     return build_config(options["dataset"], options["scale"], **fields)
 
 
@@ -166,41 +185,27 @@ def _stages(obj: BenchContext, options: dict[str, Any]):
 
 @main.command()
 @experiment_options
-@click.option("--mode", type=click.Choice(["reverse", "match"]), default="reverse", show_default=True,
+@click.option("--mode", type=click.Choice(DISTILL_MODES), default="reverse", show_default=True,
               help="reverse: DDM's reverse gradient matching; match: gradient matching (DDM-match).")
-@click.option("--hierarchical", is_flag=True, help="Also distil the class-level synset (K = L).")
+@click.option("--class-level", is_flag=True,
+              help="Also distil the class-level synset (K = L), the hierarchical search's first level.")
 @click.pass_obj
-def distill(obj: BenchContext, mode: str, hierarchical: bool, **options: Any) -> None:
+def distill(obj: BenchContext, mode: str, class_level: bool, **options: Any) -> None:
     """Distil the synset of every cluster (offline stage) and report time and matching loss."""
-    from ddm.distill import evaluate_matching, get_synset, init_synset, initial_label_logits
+    from ddm.diagnostics import matching_report
 
     stages = _stages(obj, options)
     config, clustering = stages.config, stages.clustering
-    levels = [("cluster", clustering)] + ([("class", clustering.class_level())] if hierarchical else [])
+    levels = [("cluster", clustering)] + ([("class", clustering.class_level())] if class_level else [])
     for level, grouping in levels:
-        synset = get_synset(config, stages.target, stages.data, grouping, mode=mode, cache=obj.cache)
-        initial, _, _ = init_synset(stages.data.train_x, stages.data.train_y, grouping, config.distill.ipc,
-                                    torch_generator(config.distill.distill_seed))
-        initial_targets = None  # the clusters' hard labels
-        if config.distill.synset_labels == "soft":
-            initial_targets = initial_label_logits(synset.labels, stages.data.info.num_classes,
-                                                   config.distill.soft_label_init).to(initial.dtype).softmax(-1)
-        before = evaluate_matching(stages.target, stages.data, grouping, initial, config.distill, mode,
-                                   initial_targets)
-        after = evaluate_matching(stages.target, stages.data, grouping, synset.images, config.distill, mode,
-                                  synset.targets)
-        ratio = synset.seconds / stages.target.meta["train_seconds"]
-        click.echo(f"{level}-level synset ({mode}): K = {grouping.n_clusters}, "
-                   f"{len(synset.labels)} images, {len(synset.losses)} steps "
+        report = matching_report(config, stages.target, stages.data, grouping, level, mode, cache=obj.cache)
+        click.echo(f"{level}-level synset ({mode}): K = {report.n_clusters}, "
+                   f"{report.n_images} images, {report.steps} steps "
                    f"(cap {config.distill.distill_steps}, labels {config.distill.synset_labels})")
-        click.echo(f"  distilled in {synset.seconds:.1f} s = {ratio:.2f}x the target's training time")
-        click.echo(f"  matching loss over all checkpoint pairs: {before:.2f} -> {after:.2f}")
-
-
-def torch_generator(seed: int):
-    import torch
-
-    return torch.Generator().manual_seed(seed)
+        click.echo(f"  distilled in {report.seconds:.1f} s = {report.seconds / report.train_seconds:.2f}x "
+                   "the target's training time")
+        click.echo(f"  matching loss over all checkpoint pairs: {report.loss_before:.2f} -> "
+                   f"{report.loss_after:.2f}")
 
 
 @main.command()
@@ -210,7 +215,9 @@ def torch_generator(seed: int):
               help="Random test samples to explain.")
 @click.option("--query-seed", type=int, default=0, show_default=True)
 @click.option("--objective", type=click.Choice(OBJECTIVES.names()), default="dist1", show_default=True)
-@click.option("--hierarchical", is_flag=True, help="DDM only: locate by L class + C cluster deletions.")
+@click.option("--hierarchical", is_flag=True,
+              help="Score by the hierarchical search (L class + C cluster deletions): the same as --set "
+                   "hierarchical=true; methods with that capability only (see `list`).")
 @method_option
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write W, scores and located clusters [attribution-<...>.pt].")
@@ -219,25 +226,23 @@ def attribute(obj: BenchContext, method: str, n_queries: int, query_seed: int, o
               hierarchical: bool, method_assignments: tuple[str, ...], output: Path | None,
               **options: Any) -> None:
     """Attribute test predictions to training clusters and write the attribution matrix."""
-    import baselines  # noqa: F401  (registers the baseline methods)
-    import ddm.attribute  # noqa: F401
-    from ddm.attributor import METHODS
-    from ddm.pipeline import run_attribution
+    from ddm.pipeline import check_request, run_attribution
 
-    METHODS[method]  # an unknown method or option fails here, before any training
     method_options = parsed_method_options(method_assignments)
+    if hierarchical:  # the flag is the config field's shortcut
+        options["assignments"] = (*options["assignments"], "hierarchical=true")
+    # an unknown method, option or value, or a capability the method lacks, fails before any training
+    check_request(method, objective, config_from_options(options).attribute.hierarchical)
     stages = _stages(obj, options)
     output = output or Path(f"attribution-{stages.config.data.dataset}-{stages.config.scale}-{method}-"
                             f"{objective}.pt")
-    report = run_attribution(stages, method, n_queries, query_seed, objective, hierarchical, output,
+    report = run_attribution(stages, method, n_queries, query_seed, objective, output,
                              options=method_options.get(method))
     for line in report:
         click.echo(line)
 
 
 def parsed_method_options(assignments: tuple[str, ...]) -> dict[str, Any]:
-    import baselines  # noqa: F401  (registers the baseline methods)
-    import ddm.attribute  # noqa: F401
     from ddm.attributor import parse_method_options
 
     chosen = parse_method_options(assignments)
@@ -258,7 +263,7 @@ def executor_options(command: Any) -> Any:
     """--executor / --retrain-batch / --ray-address / --ray-gpus: how exact retraining runs (never
     what it computes; every path writes the same cache entries)."""
     for option in reversed([
-        click.option("--executor", type=click.Choice(["local", "process", "ray"]), default="local",
+        click.option("--executor", type=click.Choice(EXECUTORS), default="local",
                      show_default=True,
                      help="Exact retraining: in this process, in --workers processes, or as Ray tasks."),
         click.option("--retrain-batch", type=click.IntRange(min=1), default=1, show_default=True,
@@ -275,9 +280,9 @@ def executor_options(command: Any) -> Any:
 
 @main.command()
 @experiment_options
-@click.option("--protocol", type=click.Choice(["same-seed", "fresh-seed"]), default="same-seed",
+@click.option("--protocol", type=click.Choice(PROTOCOLS), default="same-seed",
               show_default=True, help="same-seed: target's theta_0 and batch order; fresh-seed: new ones.")
-@click.option("--seeds", "n_seeds", type=click.IntRange(min=1), default=3, show_default=True,
+@click.option("--retrain-seeds", "n_seeds", type=click.IntRange(min=1), default=3, show_default=True,
               help="fresh-seed only: retrainings per cluster.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Retrain in this many processes (each gets cores / workers threads).")
@@ -337,16 +342,16 @@ def oracle(obj: BenchContext, protocol: str, n_seeds: int, workers: int, executo
 @main.command("list")
 def list_command() -> None:
     """List the benchmark targets, datasets, architectures and attribution methods."""
-    import baselines  # noqa: F401
     import bench.targets  # noqa: F401
-    import ddm.attribute  # noqa: F401
     from bench.base import TARGETS
-    from ddm.attributor import METHODS
+    from ddm.attributor import CAPABILITIES, METHODS, methods_with
 
     click.echo("targets:  " + ", ".join([*TARGETS.names(), "all"]))
-    click.echo("datasets: " + ", ".join(DATASETS.names()))
-    click.echo("archs:    " + ", ".join(MODELS.names()))
+    click.echo("datasets: " + ", ".join(field_choices("dataset")))
+    click.echo("archs:    " + ", ".join(field_choices("arch")))
     click.echo("methods:  " + ", ".join(METHODS.names()))
+    for capability in CAPABILITIES:
+        click.echo(f"  {capability}: " + (", ".join(methods_with(capability)) or "-"))
     click.echo("objectives: " + ", ".join(OBJECTIVES.names()))
 
 
@@ -367,7 +372,7 @@ def target_names() -> list[str]:
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Parallel processes for exact retraining (each gets cores / workers threads).")
 @executor_options
-@click.option("--protocol", type=click.Choice(["same-seed", "fresh-seed"]), default="same-seed",
+@click.option("--protocol", type=click.Choice(PROTOCOLS), default="same-seed",
               show_default=True,
               help="Exact retraining: same-seed (target's theta_0 and batch order minus the removed rows) or "
                    "fresh-seed (new seeds per removed set, outputs averaged; adds retraining noise).")
@@ -409,27 +414,41 @@ def run(obj: BenchContext, target: str, n_seeds: int, n_queries: int, workers: i
                    f"{table_path(tables_dir, result, '.md')} (results in {results_dir})")
 
 
-@main.group()
-def cache() -> None:
-    """Maintain the artifact cache."""
-
-
-@cache.command("adopt")
-@click.pass_obj
-def cache_adopt(obj: BenchContext) -> None:
-    """Accept entries an older ddm-bench wrote (no manifest digest) after re-checking their files."""
-    adopted, refused = obj.cache.adopt_legacy()
-    click.echo(f"{obj.cache.root}: {adopted} entries adopted, {refused} refused (delete those to rebuild)")
-
-
 @main.command()
 @click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
               show_default=True)
 @click.option("--tables-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("tables"),
               show_default=True)
-def report(results_dir: Path, tables_dir: Path) -> None:
-    """Render every result under results/ into tables/ (Markdown and PNG)."""
+@click.option("--check", is_flag=True,
+              help="Instead of rendering, tell for each result whether a stage it depends on changed its "
+                   "schema or code since it was computed; exit 1 on a schema change or on a changed result "
+                   "the README does not list as stale (bench/staleness.py).")
+@click.option("--readme", type=click.Path(dir_okay=False, path_type=Path), default=Path("README.md"),
+              show_default=True, help="--check only: the README whose stale-results list is compared.")
+def report(results_dir: Path, tables_dir: Path, check: bool, readme: Path) -> None:
+    """Render every result under results/ into tables/ (Markdown and PNG), or --check them."""
+    if check:
+        check_staleness(results_dir, readme)
+        return
     from bench.runner import render_all
 
     for path in render_all(results_dir, tables_dir):
         click.echo(str(path))
+
+
+def check_staleness(results_dir: Path, readme: Path) -> None:
+    from bench.staleness import check_all
+
+    repo = Path(results_dir).resolve().parent
+    verdicts, problems = check_all(results_dir, repo, readme)
+    for verdict in verdicts:
+        state = "schema changed" if verdict.schema_changes else "stale" if verdict.stale else "current"
+        click.echo(f"{state:<14} {verdict.path}")
+        for line in verdict.schema_changes + verdict.code_changes:
+            click.echo(f"               {line}")
+    stale = sum(verdict.stale for verdict in verdicts)
+    click.echo(f"{len(verdicts)} results: {len(verdicts) - stale} current, {stale} stale")
+    if problems:
+        for problem in problems:
+            click.echo(f"problem: {problem}", err=True)
+        raise SystemExit(1)

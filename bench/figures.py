@@ -100,7 +100,7 @@ class Figure6(BenchTarget):
     def run_seed(self, ctx: RunContext, seed: int) -> tuple[CellValues, dict[str, Any]]:
         stages = ctx.stages(ctx.seeded(seed))
         oracle = exact_oracle(ctx, stages, seed)
-        ddm = ctx.fit("ddm", stages)
+        ddm = ctx.fit("ddm", stages, need="hierarchical search")
         n_clusters = stages.clustering.n_clusters
         flat_scores = ddm.scores_of_singles(oracle.queries, "dist1")
         flat = flat_scores.argmax(0)

@@ -45,9 +45,8 @@ from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summ
 from bench.evaluation import exact_oracle
 from bench.render import save_figure
 from bench.results import Result
-from ddm.attribute import DDMAttributor, synthetic_gradients
 from ddm.config import DENSE_CHECKPOINTS, PAPER_DDM, SMALL_LR_IMG
-from ddm.distill import Synset, all_pairs, init_synset
+from ddm.diagnostics import DDMAttributor, Synset, distilled_pairs, synthetic_gradients, undistilled_synset
 from ddm.functional import (
     Params,
     finetune_batched,
@@ -209,10 +208,7 @@ def ideal_rows(state: LadderState, ddm: DDMAttributor) -> CellValues:
     unlearner = ddm.unlearner
     cells["fine-tune: ascent on the real cluster"] = state.score(
         ascent_on_real(state, unlearner.lr, unlearner.steps))
-    generator = torch.Generator().manual_seed(state.stages.config.distill.distill_seed)
-    images, labels, cluster_ids = init_synset(state.data.train_x, state.data.train_y, state.clustering,
-                                              state.stages.config.distill.ipc, generator)
-    initial = Synset(images, labels, cluster_ids, state.clustering.n_clusters, [], "init", 0.0)
+    initial = undistilled_synset(state.stages.config, state.data, state.clustering)
     cells["first order: one real image, ascent, rescaled"] = state.score_first_order(
         rescale(state.synthetic_means(state.target, initial, -1), state.undo))
     match = state.ctx.fit("ddm_match", state.stages)
@@ -226,9 +222,9 @@ def ideal_rows(state: LadderState, ddm: DDMAttributor) -> CellValues:
 
 def synset_diagnostics(state: LadderState, ddm: DDMAttributor) -> dict[str, dict[str, float]]:
     """own-pair cos, undo cos, norm ratio and norm rank of ``ddm``'s synset and fine-tune."""
-    target, synset, spec = ddm.target, ddm.synset, ddm.config.distill
+    target, synset = ddm.target, ddm.synset
     sign = -1.0 if synset.mode == "reverse" else 1.0
-    pairs = all_pairs(synset.mode, spec.pairing, len(target.trajectory), spec.step_length)
+    pairs = distilled_pairs(ddm)
     picks = np.unique(np.linspace(0, len(pairs) - 1, min(MAX_PAIRS, len(pairs))).round().astype(int))
     own = [row_cosine(sign * state.synthetic_means(target, synset, pairs[i][1]),
                       state.cluster_means(target, pairs[i][0])).mean() for i in picks]

@@ -62,7 +62,7 @@ class MatrixTarget(BenchTarget):
         for row, overrides in self.variants.items():
             stages = ctx.stages(ctx.seeded(seed, **overrides))
             queries = select_queries(stages.data, ctx.n_queries, ctx.query_seed(seed))
-            datamodel = ctx.fit("ddm", stages).datamodel(queries)
+            datamodel = ctx.fit("ddm", stages, need="datamodel").datamodel(queries)
             matrix = class_matrix(datamodel.weights, stages.clustering.clusters_per_class)
             reference = matrix if reference is None else reference
             cells[row] = {"diagonal share": {"value": diagonal_share(matrix)},

@@ -23,11 +23,10 @@ from bench.base import TARGETS, BenchTarget, CellValues, RunContext
 from bench.render import render_result
 from bench.results import Result, find_results, load_result, numerics_tag, result_path, write_result
 from ddm.provenance import environment, peak_memory_gb
+from ddm.stages import schemas, stage
 from ddm.train import resolve_device
 
-CELLS_KIND = "cells"
-# Bump when a target's computation changes: cached cells are keyed by config, not code.
-CELLS_SCHEMA = 4  # 4: the oracle's numerical floor, the ReLU rows; 3: noise-floor rows, Table 6, lds
+CELLS_KIND, CELLS_SCHEMA = stage("cells").kind, stage("cells").schema  # declared in ddm/stages.py
 
 
 def _seed_cells(target: BenchTarget, ctx: RunContext,
@@ -36,15 +35,10 @@ def _seed_cells(target: BenchTarget, ctx: RunContext,
     them (float32 results depend on the thread count's reduction order), cached under (target,
     config, method options, seed, queries) so a rerun skips the seed."""
     key = {"schema": CELLS_SCHEMA, "target": target.name, "seed": seed, "n_queries": ctx.n_queries,
-           "config": ctx.config.to_dict(), "methods": ctx.method_keys()}
-    if ctx.query_seed_base:  # absent at 0, so cells cached before the field existed stay valid
-        key["query_seed_base"] = ctx.query_seed_base
-    if ctx.data_identity() is not None:  # another --data-root, other cells
-        key["data_fingerprint"] = ctx.data_identity()
-    if target.retrains:  # absent under the default protocol, like query_seed_base
-        key.update(ctx.oracle.key())
-        if ctx.floor_clusters is not None:
-            key["floor_clusters"] = ctx.floor_clusters
+           "config": ctx.config.to_dict(), "methods": ctx.method_keys(),
+           "query_seed_base": ctx.query_seed_base, "data_fingerprint": ctx.data_identity(),
+           "oracle": ctx.oracle.key() if target.retrains else None,
+           "floor_clusters": ctx.floor_clusters if target.retrains else None}
     entry = ctx.cache.entry(CELLS_KIND, key)
 
     def load() -> tuple[CellValues, dict[str, Any], str, int | None]:
@@ -73,9 +67,10 @@ KeptSeed = tuple[CellValues, dict[str, Any], str, int | None, float]
 
 def committed_seeds(result: Result, ctx: RunContext) -> tuple[dict[int, KeptSeed], dict[str, Any]]:
     """The seeds of the result file already at ``result``'s path that ``result`` may keep instead of
-    recomputing (``run --keep-committed``): only when that file was computed under the same config,
-    methods, queries, protocol and data, and holds one value per seed in every cell and extra, so
-    a seed added to a committed table on a fresh clone does not recompute the others. Returns
+    recomputing (``run --keep-committed``): only when that file was computed under the same
+    config, methods, queries, protocol, data and stage schemas, and holds one value per seed in
+    every cell and extra, so a seed added to a committed table on a fresh clone does not recompute
+    the others. Returns
     ``{seed: (cells, series, code version, threads, seconds)}``, each seed as its run recorded it,
     and what the file recorded of its own run (created, wall time, peak memory)."""
     path = result_path(ctx.results_dir, result.target, result.dataset, result.scale, result.protocol,
@@ -85,7 +80,9 @@ def committed_seeds(result: Result, ctx: RunContext) -> tuple[dict[int, KeptSeed
     old = load_result(path)
     same = (_normalized(old.config) == _normalized(result.config) and old.n_queries == result.n_queries
             and old.query_seed_base == result.query_seed_base and old.protocol == result.protocol
-            and old.retrain_seeds == result.retrain_seeds)
+            and old.retrain_seeds == result.retrain_seeds
+            # computed under the stage schemas this code has (a kept seed is stamped with them)
+            and old.environment.get("stages") == schemas(TARGETS[result.target].stages))
     n = len(old.seeds)
     aligned = all(len(cell.values) == n and all(len(v) == n for v in cell.extra.values())
                   for columns in old.cells.values() for cell in columns.values())
@@ -148,6 +145,7 @@ def run_target(name: str, ctx: RunContext, seeds: list[int], keep_committed: boo
     for row, columns in result.cells.items():
         for column, cell in columns.items():
             cell.paper = target.paper_value(result.dataset, row, column)
+    result.environment["stages"] = schemas(target.stages)  # what `report --check` compares
     result.wall_seconds = time.perf_counter() - start
     result.environment.update(peak_memory_gb())  # of the whole invocation so far: an upper bound
     write_result(result, ctx.results_dir)

@@ -22,7 +22,7 @@ from baselines.exact import Retrainer, RetrainSpec
 from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
 from ddm.cache import ArtifactCache
 from ddm.cluster import get_clustering
-from ddm.distill import get_synset
+from ddm.diagnostics import get_synset
 from ddm.pipeline import select_queries
 from ddm.target import get_target
 
@@ -56,7 +56,7 @@ class Timings(BenchTarget):
         queries = select_queries(stages.data, ctx.n_queries, ctx.query_seed(seed))
         n_clusters = stages.clustering.n_clusters
         seconds["exact retraining, all K"] = self.exact_per_model(ctx, stages) * n_clusters
-        ddm = ctx.fit("ddm", stages)
+        ddm = ctx.fit("ddm", stages, need="hierarchical search")
         ddm.class_unlearner()  # distil the class-level synset before timing the search
         singles = ~torch.eye(n_clusters, dtype=torch.bool)
         ddm.unlearner(singles[:2], queries.images)  # warm-up: first vmap call traces

@@ -35,13 +35,14 @@ from ddm.attributor import Queries
 from ddm.cache import ArtifactCache
 from ddm.objectives import get_objective, to_probabilities
 from ddm.pipeline import Stages
+from ddm.stages import stage
 from ddm.train import LossFn, accuracy, predict
 
 TAU = 4.0  # temperature of undistillation and distillation (Nasty Teacher, CIFAR-10)
 OMEGA = 0.04  # weight of the undistillation term
 ALPHA = 0.9  # Eq. 15's balance between the teacher's soft labels and the true labels
 TEACHER_SEED_OFFSET = 7919  # the teacher's own initialization and batch order
-KIND = "kd-students"
+KIND, SCHEMA = stage("kd").kind, stage("kd").schema  # declared in ddm/stages.py
 
 
 def soft_kl(student_logits: Tensor, teacher_logits: Tensor, tau: float) -> Tensor:
@@ -74,9 +75,10 @@ def distillation_loss(teacher: nn.Module) -> LossFn:
 def train_cached(stages: Stages, cache: ArtifactCache, role: str, spec: RetrainSpec, loss_fn: LossFn,
                  extra_key: dict[str, Any]) -> nn.Module:
     """Train (or load) a network of the target's config with ``loss_fn``; cached by role and spec."""
-    entry = cache.entry(KIND, {"role": role, "target": stages.target.entry.key, "tau": TAU, "omega": OMEGA,
-                               "alpha": ALPHA, "removed": removed_digest(spec.removed),
-                               "n_removed": len(spec.removed), "seed": spec.seed, **extra_key})
+    entry = cache.entry(KIND, {"schema": SCHEMA, "role": role, "target": stages.target.entry.key,
+                               "tau": TAU, "omega": OMEGA, "alpha": ALPHA,
+                               "removed": removed_digest(spec.removed), "n_removed": len(spec.removed),
+                               "seed": spec.seed, **extra_key})
     device = str(next(stages.target.model.parameters()).device)
     theta = entry.get_or_compute(lambda: entry.load_torch("theta.pt"),
                                  lambda: retrain(stages.config, stages.data, spec, entry, device, loss_fn))
@@ -99,7 +101,7 @@ def student_accuracy(stages: Stages, cache: ArtifactCache, teacher: nn.Module, t
 
 def ddm_kl_order(ctx: RunContext, stages: Stages, teacher: nn.Module, queries: Queries) -> list[int]:
     """Clusters by DDM's predicted KL(teacher || network without the cluster), summed over V, lowest first."""
-    removals = ctx.fit("ddm", stages).predict_removals(queries).double()
+    removals = ctx.fit("ddm", stages, need="removal prediction").predict_removals(queries).double()
     teacher_probs = to_probabilities(predict(teacher, queries.images)).double()
     kl = get_objective("kd_kl")(removals, teacher_probs, queries.labels).sum(1)
     return torch.argsort(kl, stable=True).tolist()
@@ -112,6 +114,7 @@ def random_order(n_clusters: int, seed: int) -> list[int]:
 @TARGETS.register("table7")
 class Table7(BenchTarget):
     name = "table7"
+    stages = ("cells", "online", "influence", "retrained", "kd")
     paper = {"cifar10": {  # the paper's Table 7 (CIFAR-10, ResNet-18)
         "Random Select": (94.1, 93.5, 88.7, 87.3, 85.8), "DDM": (94.1, 94.2, 94.2, 92.9, 87.3)}}
     title = "Table 7: student accuracy (%) distilled from a nasty teacher after removing training data"

@@ -55,7 +55,7 @@ class Table4(BenchTarget):
         cells: CellValues = {"Normal": {"Acc(θ0)": {"value": first}, "Acc(θτ)": {"value": last}}}
         for row, method, row_stages in (("DDM-match", "ddm_match", stages), ("DDM", "ddm", stages),
                                         ("DDM (paper schedule)", "ddm", ctx.paper_stages(seed))):
-            attributor = ctx.fit(method, row_stages)
+            attributor = ctx.fit(method, row_stages, need="unlearning")
             cells[row] = {UNLEARNED: {"value": 100 * accuracy(attributor.unlearn_all(), test_x, test_y)}}
         return cells, {}
 

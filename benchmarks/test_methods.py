@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-import baselines  # noqa: F401  (registers the baseline methods)
+import baselines  # noqa: F401  (declares the baseline methods)
 from ddm.pipeline import fit_method
 
 METHODS = ["random", "predict", "cluster", "koh", "fastif", "scaleup", "ddm_match", "ddm"]

@@ -18,7 +18,7 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -126,6 +126,47 @@ class RemovalPredictor(Attributor):
         self._removals = None
 
 
+# Capabilities beyond scoring: what a bench target or command may ask of a method through the
+# contract. Each is checked on the registered class, before any training (:func:`require`).
+@runtime_checkable
+class HasDatamodel(Protocol):
+    """A fitted linear datamodel for a query set (DDM's W and b, Eq. 7)."""
+
+    def datamodel(self, queries: Queries) -> Any: ...
+
+
+@runtime_checkable
+class HierarchicalSearch(Protocol):
+    """Locating a cluster per query with L class deletions, then C cluster deletions (paper 6.2)."""
+
+    def hierarchical(self, queries: Queries, objective: str) -> Any: ...
+
+
+@runtime_checkable
+class Unlearning(Protocol):
+    """The target with every cluster removed at once, as the method models it (paper Table 4)."""
+
+    def unlearn_all(self) -> Any: ...
+
+
+CAPABILITIES: dict[str, type] = {"removal prediction": RemovalPredictor, "datamodel": HasDatamodel,
+                                 "hierarchical search": HierarchicalSearch, "unlearning": Unlearning}
+
+
+def methods_with(capability: str) -> list[str]:
+    """The registered methods that have ``capability`` (a key of ``CAPABILITIES``)."""
+    return [name for name in METHODS.names() if issubclass(METHODS[name], CAPABILITIES[capability])]
+
+
+def require(method: str, capability: str) -> type[Attributor]:
+    """The class of registered ``method``, or a ConfigError naming the methods that have ``capability``."""
+    cls = METHODS[method]
+    if not issubclass(cls, CAPABILITIES[capability]):
+        raise ConfigError(f"method {method!r} has no {capability}; methods with one: "
+                          f"{', '.join(methods_with(capability)) or 'none'}")
+    return cls
+
+
 def default_options(method: type[Attributor]) -> Any:
     """``method``'s default options (None for a method without any)."""
     return None if method.Options is None else method.Options()
@@ -162,3 +203,6 @@ def fingerprint(queries: Queries) -> str:
 
 
 METHODS: Registry[type[Attributor]] = Registry("method")
+# DDM's own methods, imported when first looked up (the baselines declare theirs in baselines/).
+METHODS.declare("ddm", "ddm.attribute")
+METHODS.declare("ddm_match", "ddm.attribute")

@@ -167,8 +167,7 @@ class CacheEntry:
         try:
             digest = (self.path / MANIFEST_DIGEST).read_text().strip()
         except FileNotFoundError:
-            raise self._fault(f"has no {MANIFEST_DIGEST} (an older ddm-bench wrote it, or it was edited)") \
-                from None
+            raise self._fault(f"has no {MANIFEST_DIGEST} (edited, or an older ddm-bench's)") from None
         if hashlib.sha256(data).hexdigest() != digest:
             raise self._fault(f"has a {MANIFEST} that does not match its digest (edited or corrupted)")
         try:
@@ -263,24 +262,3 @@ class ArtifactCache:
 
     def entry(self, kind: str, config: Mapping[str, Any]) -> CacheEntry:
         return CacheEntry(self.root, kind, config)
-
-    def adopt_legacy(self) -> tuple[int, int]:
-        """Give every complete entry written before manifests carried a digest its
-        ``manifest.sha256``, after checking each payload file against the manifest (a mismatching
-        entry is left refused). Returns (adopted, refused)."""
-        adopted = refused = 0
-        for manifest_path in sorted(self.root.glob(f"*/*/{MANIFEST}")):
-            folder = manifest_path.parent
-            if (folder / MANIFEST_DIGEST).exists():
-                continue
-            try:
-                files = json.loads(manifest_path.read_text())["files"]
-                intact = all(_sha256(folder / name) == spec["sha256"] for name, spec in files.items())
-            except (OSError, KeyError, TypeError, json.JSONDecodeError):
-                intact = False
-            if intact:
-                atomic_write_text(folder / MANIFEST_DIGEST, _sha256(manifest_path) + "\n")
-                adopted += 1
-            else:
-                refused += 1
-        return adopted, refused

@@ -21,13 +21,11 @@ from ddm.cache import ArtifactCache, torch_bytes
 from ddm.config import ExperimentConfig
 from ddm.data import DataSplits
 from ddm.errors import ConfigError, DataError
+from ddm.stages import stage
 from ddm.target import Target, get_target, target_entry
 from ddm.train import predict
 
-CLUSTER_KIND = "clusters"
-CLUSTER_SCHEMA = 1
-EMBEDDINGS = ("extractor", "target", "pixels")
-METHODS = ("kmeans", "sequential")
+CLUSTER_KIND, CLUSTER_SCHEMA = stage("clusters").kind, stage("clusters").schema  # ddm/stages.py
 PCA_DIMS = 32  # pixel embedding: enough components to separate digit styles, cheap for k-means
 EXTRACTOR_SEED_OFFSET = 1  # the extractor is the target's architecture trained from another seed
 
@@ -159,12 +157,6 @@ def get_clustering(config: ExperimentConfig, data: DataSplits, *, target: Target
                    cache: ArtifactCache | None = None, device: str = "auto",
                    progress: bool | None = None) -> Clustering:
     """The cached clustering of ``config`` (computing it, and its extractor, when missing)."""
-    spec = config.cluster
-    if spec.cluster_method not in METHODS:
-        raise ConfigError(f"unknown cluster_method {spec.cluster_method!r}; "
-                          f"choose one of: {', '.join(METHODS)}")
-    if spec.embedding not in EMBEDDINGS:
-        raise ConfigError(f"unknown embedding {spec.embedding!r}; choose one of: {', '.join(EMBEDDINGS)}")
     cache = cache or ArtifactCache()
     entry = cache.entry(CLUSTER_KIND, clustering_key(config, cache))
 

@@ -14,28 +14,38 @@ from typing import Any
 
 from ddm.errors import ConfigError
 
+# The vocabulary: every string field's choices, declared once on the field (``choices=``) and read by
+# validation, the CLI's choice lists and the modules that dispatch on them. A registry-backed field
+# names its registry ("module:attribute", imported when a config is validated: no torch here).
 SCALES = ("smoke", "small", "paper")
 OPTIMIZERS = ("sgd", "adam")
 LABEL_MODES = ("hard", "soft")
 SCHEDULES = ("budget", "paper")
 CLUSTER_SCALES = ("none", "real_norm")
 PRECISIONS = ("float32", "float64")
-ACTIVATION_NAMES = ("relu", "gelu")  # ddm.models.base.ACTIVATIONS (imported lazily: no torch here)
+CLUSTER_METHODS = ("kmeans", "sequential")
+EMBEDDINGS = ("extractor", "target", "pixels")
+PAIRINGS = ("alg1", "eq6")
+WEIGHT_SCHEMES = ("inverse", "uniform", "count")
+DISTILL_MODES = ("reverse", "match")  # not a field: reverse (DDM) or forward (DDM-match) matching
 # Datasets whose training uses random-crop + flip augmentation (the paper's "standard augmentation").
 AUGMENTED_DATASETS = frozenset({"cifar10", "cifar100", "tinyimagenet"})
 # Datasets the paper trains with lr_net = 0.001 (Table 5); everything else uses 0.01.
 LOW_LR_DATASETS = frozenset({"mnist", "fashion-mnist", "digits"})
 
 
-def _field(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+def _field(default: Any, help: str, choices: tuple[str, ...] | str | None = None) -> Any:
+    """A config field with its help text and, for a string field, its choices: a tuple, or the
+    ``"module:attribute"`` of the registry (or tuple) that holds them."""
+    return field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """Which training data the target sees."""
 
-    dataset: str = _field("digits", "registered dataset name (see `ddm-bench data list`)")
+    dataset: str = _field("digits", "registered dataset name (see `ddm-bench data list`)",
+                          choices="ddm.data:DATASETS")
     n_per_class: int | None = _field(
         None, "class-balanced subset of the training split; None keeps every image"
     )
@@ -57,37 +67,35 @@ class DataConfig:
     )
 
     def key(self) -> dict[str, Any]:
-        """The fields as a cache key; ``noise_relative`` and ``data_fingerprint`` only when set, so
-        keys written before those fields existed stay valid."""
-        fields = dataclasses.asdict(self)
-        for name in ("noise_relative", "data_fingerprint"):
-            if fields[name] is None:
-                del fields[name]
-        return fields
+        """The fields as a cache key."""
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Which network, how wide, how initialized."""
 
-    arch: str = _field("convnet", "convnet | alexnet | resnet18_ap | simple_vit")
+    arch: str = _field("convnet", "convnet | alexnet | resnet18_ap | simple_vit", choices="ddm.models:MODELS")
     width: int = _field(
         128, "ConvNet width; the other architectures scale their channels by width/128"
     )
     depth: int | None = _field(None, "ConvNet / ViT depth; None is the architecture default")
-    init: str = _field("kaiming", "weight initialization: kaiming | normal | xavier (paper Fig. 8)")
+    init: str = _field("kaiming", "weight initialization: kaiming | normal | xavier (paper Fig. 8)",
+                       choices="ddm.models:INIT_SCHEMES")
     activation: str = _field(
         "relu", "relu (the paper's CNNs) | gelu (smooth). ReLU's derivative jumps at 0, so in float32 a "
         "rounding difference (another thread count) flips which units pass gradient and training "
         "carries it forward: the float32 ReLU oracle agrees with its own rerun at Spearman 0.53 on "
-        "digits smoke; GELU keeps the rerun at rounding level (tables/noise_*)")
+        "digits smoke; GELU keeps the rerun at rounding level (tables/noise_*)",
+        choices="ddm.models:ACTIVATIONS")
     precision: str = _field(
         "float64", "float64 | float32: the dtype of every tensor the suite makes (data, parameters, "
         "trajectories, synsets, fine-tunes, retrainings). Default float64: its ReLU oracle is bit-identical "
         "under another thread count and moves by 1e-26 of the deletion effect when theta_0 moves by one "
         "ulp, and Table 1 recomputes to 1e-9. float32 + gelu is about 3x faster per MNIST-small model on "
         "CPU, but there a 1-thread rerun of digits-smoke Table 1 moved the oracle's cells by up to 7e-5 "
-        "and DDM (paper schedule)'s located Dist1 from 0.085 to 0.003 (its float32 fine-tunes are chaotic)")
+        "and DDM (paper schedule)'s located Dist1 from 0.085 to 0.003 (its float32 fine-tunes are chaotic)",
+        choices=PRECISIONS)
 
 
 @dataclass(frozen=True)
@@ -98,8 +106,8 @@ class TrainConfig:
     batch_size: int = _field(256, "mini-batch size")
     lr: float = _field(0.01, "SGD learning rate lr_net (paper Table 5: 0.001 MNIST, 0.01 others)")
     optimizer: str = _field(
-        "sgd", "sgd (the paper's derivation assumes SGD) | adam (simple_vit barely moves under SGD)"
-    )
+        "sgd", "sgd (the paper's derivation assumes SGD) | adam (simple_vit barely moves under SGD)",
+        choices=OPTIMIZERS)
     momentum: float = _field(0.9, "SGD momentum (ignored by adam)")
     weight_decay: float = _field(5e-4, "L2 weight decay, as in the dataset-condensation code")
     augment: bool = _field(False, "random crop (pad 4) + horizontal flip, per sample, seeded")
@@ -115,14 +123,13 @@ class ClusterConfig:
 
     clusters_per_class: int = _field(10, "C: k-means clusters per class (paper: 10, so K = 10 L)")
     cluster_method: str = _field(
-        "kmeans", "kmeans (per class, on embeddings) | sequential (consecutive chunks: 'w/o cluster')"
-    )
+        "kmeans", "kmeans (per class, on embeddings) | sequential (consecutive chunks: 'w/o cluster')",
+        choices=CLUSTER_METHODS)
     embedding: str = _field(
         "extractor",
         "kmeans features: extractor (a separately trained network of the same architecture; no "
         "pretrained weights can be downloaded here) | target (the target's own features) | pixels "
-        "(PCA of raw pixels)",
-    )
+        "(PCA of raw pixels)", choices=EMBEDDINGS)
     cluster_seed: int = _field(0, "seed of k-means and of the extractor's training (offset by 1)")
 
 
@@ -131,9 +138,10 @@ class DistillConfig:
     """Offline stage: synset distillation by reverse gradient matching (paper §3.2, Alg. 1)."""
 
     pairing: str = _field(
-        "alg1", "alg1: real grad at theta_t, synthetic at theta_{t+s} | eq6: synthetic at theta_{tau-t}"
-    )
-    distance: str = _field("layerwise", "layerwise (DC per-channel cosine) | cosine | mse")
+        "alg1", "alg1: real grad at theta_t, synthetic at theta_{t+s} | eq6: synthetic at theta_{tau-t}",
+        choices=PAIRINGS)
+    distance: str = _field("layerwise", "layerwise (DC per-channel cosine) | cosine | mse",
+                           choices="ddm.distill:DISTANCES")
     step_length: int = _field(4, "s: checkpoints between the real and synthetic gradient (Table 5: 4)")
     distill_steps: int = _field(50, "synset update iterations (Table 5: 50)")
     lr_img: float = _field(0.1, "SGD learning rate of the reverse-matched images (Table 5: 0.1)")
@@ -154,8 +162,7 @@ class DistillConfig:
         "features, CE's last-layer gradient on row c is (p_c - 1) h for real and synthetic images alike, so "
         "no pixel change can reverse it; a soft label y gives (p - y) h, whose sign y can flip. Default "
         "soft: on MNIST-small development queries the synset's own-pair cosine went from -0.65 (hard) "
-        "to +0.77 (soft), see tables/ladder_*",
-    )
+        "to +0.77 (soft), see tables/ladder_*", choices=LABEL_MODES)
     soft_label_init: float = _field(
         0.0, "soft labels only: initial probability of the cluster's own class (the rest uniform over the "
         "other classes). 0 starts from the complementary label, whose gradient is already reversed "
@@ -182,7 +189,8 @@ class AttributeConfig:
         "(the paper fits on |P| = K random perturbations only). K + 1 equations for K + 1 unknowns "
         "interpolate the fine-tunes' nonlinearity into W: on MNIST-small development queries DDM-full's "
         "Spearman went from 0.10 to 0.30 with the singles (their own: 0.31)")
-    beta: str = _field("inverse", "perturbation weights beta_p: inverse | uniform | count (#zeros)")
+    beta: str = _field("inverse", "perturbation weights beta_p: inverse | uniform | count (#zeros)",
+                       choices=WEIGHT_SCHEMES)
     ridge: float = _field(0.0, "ridge penalty on W in the least-squares fit")
     finetune_steps: int = _field(10, "T: SGD steps of each fine-tune on the removed clusters' synset")
     finetune_lr: float | None = _field(
@@ -200,14 +208,13 @@ class AttributeConfig:
     schedule: str = _field(
         "budget", "budget: eta from finetune_budget / finetune_lr, finetune_steps steps (ours) | paper: "
         "the paper's Eq. 4-5 schedule, eta = the target's lr and T = tau (one step per trajectory "
-        "interval); finetune_lr, finetune_budget and finetune_steps are then ignored",
-    )
+        "interval); finetune_lr, finetune_budget and finetune_steps are then ignored", choices=SCHEDULES)
     cluster_scale: str = _field(
         "real_norm", "none: every cluster's synthetic loss has weight 1 (paper) | real_norm: weight "
         "|D_k| ||g_real_k|| / (mean |D| ||g_syn_k||) at theta_tau, so each fine-tune's first step is the "
         "budgeted fraction of that cluster's own undo step (cosine matching keeps only the direction). "
         "Default real_norm: it lifted single-cluster fine-tunes to their first-order rung on digits small",
-    )
+        choices=CLUSTER_SCALES)
     hierarchical: bool = _field(
         False, "DDM-full scores by the hierarchical search (L class deletions, then C cluster deletions "
         "inside the located class, paper 6.2) instead of the linear datamodel over |P| perturbations",
@@ -219,13 +226,16 @@ class AttributeConfig:
 class ExperimentConfig:
     """Everything that determines a trained target. Saved inside every artifact."""
 
-    scale: str = _field("smoke", "preset this config started from: smoke | small | paper")
+    scale: str = _field("smoke", "preset this config started from: smoke | small | paper", choices=SCALES)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     attribute: AttributeConfig = field(default_factory=AttributeConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)  # every config is checked when it is made, before any work
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -321,9 +331,7 @@ def with_overrides(config: ExperimentConfig, **overrides: Any) -> ExperimentConf
             raise ConfigError(f"unknown configuration field {key!r}")
         changes[owner[0]][key] = value
     replaced = {name: dataclasses.replace(sections[name], **changes[name]) for name in sections}
-    result = dataclasses.replace(config, **replaced)
-    validate(result)
-    return result
+    return dataclasses.replace(config, **replaced)  # validated as it is made
 
 
 def _field_names(section: Any) -> set[str]:
@@ -363,6 +371,41 @@ def _check_types_and_ranges(config: ExperimentConfig) -> None:
                 raise ConfigError(f"{spec.name} must be >= 1, got {value}")
 
 
+def field_choices(name: str) -> tuple[str, ...]:
+    """The allowed values of string field ``name`` (``"scale"`` or any section's field)."""
+    spec = {**all_fields(), "scale": _scale_field()}[name]
+    choices = spec.metadata.get("choices")
+    if choices is None:
+        raise KeyError(f"{name} is not a choice field")
+    if isinstance(choices, str):
+        import importlib
+
+        module, _, attribute = choices.partition(":")
+        holder = getattr(importlib.import_module(module), attribute)
+        choices = tuple(holder.names() if hasattr(holder, "names") else holder)
+    return tuple(choices)
+
+
+def _scale_field() -> dataclasses.Field:
+    return next(f for f in dataclasses.fields(ExperimentConfig) if f.name == "scale")
+
+
+def choice_fields() -> list[str]:
+    """Every field whose value is one of a declared set of names."""
+    return [name for name, spec in {**all_fields(), "scale": _scale_field()}.items()
+            if spec.metadata.get("choices") is not None]
+
+
+def _check_choices(config: ExperimentConfig) -> None:
+    values = {"scale": config.scale, **{name: getattr(getattr(config, section), name)
+                                       for section in SECTIONS
+                                       for name in _field_names(getattr(config, section))}}
+    for name in choice_fields():
+        allowed = field_choices(name)
+        if values[name] not in allowed:
+            raise ConfigError(f"unknown {name} {values[name]!r}; choose one of: {', '.join(allowed)}")
+
+
 def validate(config: ExperimentConfig) -> None:
     """Reject values that cannot work, with a message naming the field."""
     _check_types_and_ranges(config)
@@ -380,19 +423,9 @@ def validate(config: ExperimentConfig) -> None:
         raise ConfigError(f"noise_fraction must be in [0, 1], got {config.data.noise_fraction}")
     if config.data.noise_relative is not None and not config.data.noise_relative >= 0:
         raise ConfigError(f"noise_relative must be >= 0, got {config.data.noise_relative}")
-    if config.train.optimizer not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer {config.train.optimizer!r}; choose one of: "
-                          f"{', '.join(OPTIMIZERS)}")
     if config.train.checkpoint_every < 0:
         raise ConfigError(f"checkpoint_every must be >= 0, got {config.train.checkpoint_every}")
-    choices = {"synset_labels": (config.distill.synset_labels, LABEL_MODES),
-               "schedule": (config.attribute.schedule, SCHEDULES),
-               "cluster_scale": (config.attribute.cluster_scale, CLUSTER_SCALES),
-               "precision": (config.model.precision, PRECISIONS),
-               "activation": (config.model.activation, ACTIVATION_NAMES)}
-    for name, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise ConfigError(f"unknown {name} {value!r}; choose one of: {', '.join(allowed)}")
+    _check_choices(config)
     if not 0 <= config.distill.soft_label_init < 1:
         raise ConfigError(f"soft_label_init must be in [0, 1), got {config.distill.soft_label_init}")
     if config.distill.converge_tol is not None and not config.distill.converge_tol >= 0:

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ddm.config import WEIGHT_SCHEMES
 from ddm.errors import ConfigError, DivergedError
 from ddm.objectives import Objective
-
-WEIGHT_SCHEMES = ("inverse", "uniform", "count")
 
 
 def sample_perturbations(n_clusters: int, n_random: int, *, removal_rate: float, seed: int,

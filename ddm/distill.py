@@ -27,17 +27,16 @@ from tqdm.auto import tqdm
 
 from ddm.cache import ArtifactCache, torch_bytes
 from ddm.cluster import Clustering
-from ddm.config import DistillConfig, ExperimentConfig
+from ddm.config import DISTILL_MODES, DistillConfig, ExperimentConfig
 from ddm.data import DataSplits
 from ddm.errors import ConfigError, DivergedError
 from ddm.functional import Params, params_from_flat, per_cluster_gradients, per_sample_gradients, segment_mean
 from ddm.registry import Registry
+from ddm.stages import stage
 from ddm.target import Target, weights_key
 
-SYNSET_KIND = "synset"
-SYNSET_SCHEMA = 2  # 2: real per-cluster gradients by one backward per cluster on the CPU
-MODES = ("reverse", "match")
-PAIRINGS = ("alg1", "eq6")
+SYNSET_KIND, SYNSET_SCHEMA = stage("synset").kind, stage("synset").schema  # ddm/stages.py
+MODES = DISTILL_MODES
 COS_EPS = 1e-6  # as in the dataset-condensation code: keeps the cosine finite for a zero gradient
 CONVERGE_WINDOW = 25  # steps between two convergence checks (converge_tol). A check evaluates the
 # matching loss over every admissible pair (deterministic); one step's loss is that of one randomly
@@ -322,11 +321,6 @@ def _on(clustering: Clustering, device: torch.device) -> Clustering:
 def _validate(cfg: DistillConfig, mode: str, n_checkpoints: int) -> None:
     if mode not in MODES:
         raise ConfigError(f"unknown distillation mode {mode!r}; choose one of: {', '.join(MODES)}")
-    if cfg.pairing not in PAIRINGS:
-        raise ConfigError(f"unknown pairing {cfg.pairing!r}; choose one of: {', '.join(PAIRINGS)}")
-    DISTANCES[cfg.distance]  # raises with the choices when unknown
-    if cfg.ipc < 1 or cfg.distill_steps < 0:
-        raise ConfigError(f"ipc must be >= 1 and distill_steps >= 0 (got {cfg.ipc}, {cfg.distill_steps})")
     if mode == "reverse" and cfg.pairing == "alg1" and not 1 <= cfg.step_length < n_checkpoints:
         raise ConfigError(f"step_length {cfg.step_length} needs a trajectory of more than "
                           f"{cfg.step_length} checkpoints; this one has {n_checkpoints}. Record more "

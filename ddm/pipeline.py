@@ -15,13 +15,13 @@ from typing import Any
 
 import torch
 
-from ddm.attributor import METHODS, Attributor, Queries
+from ddm.attributor import METHODS, Attributor, HasDatamodel, Queries, require
 from ddm.cache import ArtifactCache, atomic_write_bytes, torch_bytes
 from ddm.cluster import Clustering, get_clustering
 from ddm.config import ExperimentConfig
 from ddm.data import DataSplits
 from ddm.errors import ConfigError
-from ddm.objectives import get_objective
+from ddm.objectives import GLOBAL, get_objective
 from ddm.provenance import environment
 from ddm.target import Target, get_target, load_data, with_data_identity
 
@@ -53,7 +53,6 @@ def fit_method(name: str, stages: Stages, *, options: Any = None, progress: bool
     """Construct the registered method ``name`` (with ``options``, its own frozen options class, or
     its defaults) and run its offline stage. ``ddm`` and ``ddm_match`` are always registered; the
     baselines once ``baselines`` is imported (``ddm`` itself never imports it)."""
-    import ddm.attribute  # noqa: F401  (registers ddm and ddm_match)
 
     attributor = METHODS[name](stages.config, options=options, cache=stages.cache, progress=progress)
     attributor.fit(stages.target, stages.data, stages.clustering)
@@ -68,24 +67,32 @@ def select_queries(data: DataSplits, n_queries: int, seed: int = 0) -> Queries:
     return Queries(data.test_x[rows], data.test_y[rows])
 
 
+def check_request(method: str, objective: str, hierarchical: bool) -> None:
+    """Refuse, before any work, what ``run_attribution`` could not do: an unknown method or
+    objective, or a hierarchical search by a method without one or for a global objective."""
+    METHODS[method]
+    get_objective(objective)
+    if hierarchical:
+        require(method, "hierarchical search")
+        if objective in GLOBAL:
+            raise ConfigError(f"the hierarchical search needs a per-query objective, not {objective!r}")
+
+
 def run_attribution(stages: Stages, method: str, n_queries: int, query_seed: int, objective: str,
-                    hierarchical: bool, output: Path, options: Any = None) -> list[str]:
+                    output: Path, options: Any = None) -> list[str]:
     """Fit ``method``, score every cluster for random test queries, save everything to ``output``.
+    With ``stages.config.attribute.hierarchical`` the scores are the hierarchical search's (a
+    method without that capability is refused before any work).
 
     Returns the human-readable report (one line per query with the located cluster)."""
+    hierarchical = stages.config.attribute.hierarchical
+    check_request(method, objective, hierarchical)
     start = time.perf_counter()
     attributor = fit_method(method, stages, options=options)
     offline = time.perf_counter() - start
     queries = select_queries(stages.data, n_queries, query_seed)
     start = time.perf_counter()
-    saved: dict[str, Any] = {}
-    if hasattr(attributor, "datamodel"):  # DDM variants: keep W itself, not only the scores
-        datamodel = attributor.datamodel(queries)
-        saved.update(weights=datamodel.weights, bias=datamodel.bias)
-        scores = get_objective(objective)(datamodel.single_removals(), attributor.reference(queries),
-                                          queries.labels)
-    else:
-        scores = attributor.attribute(queries, objective)
+    saved, scores, lines = _scores(attributor, queries, objective, hierarchical)
     online = time.perf_counter() - start
     located = scores.argmax(0)
     saved.update(scores=scores, located=located, query_labels=queries.labels, objective=objective,
@@ -93,19 +100,32 @@ def run_attribution(stages: Stages, method: str, n_queries: int, query_seed: int
                  method_options=(None if attributor.options is None
                                  else dataclasses.asdict(attributor.options)), offline_seconds=offline,
                  online_seconds=online, **environment(next(stages.target.model.parameters()).device))
-    lines = [f"{method}: offline {offline:.1f} s, online {online:.2f} s for {n_queries} queries "
-             f"(K = {stages.clustering.n_clusters}, objective {objective})"]
-    if hierarchical:
-        result = attributor.hierarchical(queries, objective)
-        saved.update(hierarchical_clusters=result.clusters, hierarchical_finetunes=result.finetunes)
-        lines.append(f"hierarchical search: {result.finetunes} fine-tunes")
+    lines.insert(0, f"{method}: offline {offline:.1f} s, online {online:.2f} s for {n_queries} queries "
+                    f"(K = {stages.clustering.n_clusters}, objective {objective})")
     per_class = stages.clustering.clusters_per_class
     for index, cluster in enumerate(located.tolist()):
-        line = (f"query {index:3d} (label {int(queries.labels[index])}): cluster {cluster} "
-                f"(class {cluster // per_class}), score {float(scores[cluster, index]):.4g}")
-        if hierarchical:
-            line += f"; hierarchical: cluster {int(saved['hierarchical_clusters'][index])}"
-        lines.append(line)
+        lines.append(f"query {index:3d} (label {int(queries.labels[index])}): cluster {cluster} "
+                     f"(class {cluster // per_class}), score {float(scores[cluster, index]):.4g}")
     atomic_write_bytes(output, torch_bytes(saved))
     lines.append(f"wrote {output}")
     return lines
+
+
+def _scores(attributor: Attributor, queries: Queries, objective: str,
+            hierarchical: bool) -> tuple[dict[str, Any], torch.Tensor, list[str]]:
+    """What ``run_attribution`` saves beside the scores (a datamodel's W and b, the hierarchical
+    search's picks), the scores [K, n_q] and report lines."""
+    saved: dict[str, Any] = {}
+    lines: list[str] = []
+    datamodel = attributor.datamodel(queries) if isinstance(attributor, HasDatamodel) else None
+    if datamodel is not None:  # keep W itself, not only the scores
+        saved.update(weights=datamodel.weights, bias=datamodel.bias)
+    if hierarchical:
+        search = attributor.hierarchical(queries, objective)
+        saved.update(hierarchical_clusters=search.clusters, hierarchical_finetunes=search.finetunes)
+        lines.append(f"hierarchical search: {search.finetunes} fine-tunes (scores: its picks first)")
+        return saved, search.scores, lines
+    if datamodel is not None:
+        return saved, get_objective(objective)(datamodel.single_removals(), attributor.reference(queries),
+                                               queries.labels), lines
+    return saved, attributor.attribute(queries, objective), lines

@@ -21,10 +21,10 @@ from ddm.data import DataSplits, load_dataset
 from ddm.errors import DataError
 from ddm.models import build_model
 from ddm.provenance import environment
+from ddm.stages import stage
 from ddm.train import TrainState, accuracy, load_flat_params, resolve_device, resume_state, train
 
-TARGET_KIND = "target"
-TARGET_SCHEMA = 1  # bump when training semantics change, so old cache entries are not reused
+TARGET_KIND, TARGET_SCHEMA = stage("target").kind, stage("target").schema  # declared in ddm/stages.py
 TRAJECTORY_FILE = "trajectory.pt"
 
 

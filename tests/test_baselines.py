@@ -134,7 +134,7 @@ def test_protocol_seeds(digits_target):
         OracleConfig("other", 1)
     with pytest.raises(ConfigError, match="retrain_seeds"):
         OracleConfig("fresh-seed", 0)
-    assert OracleConfig().key() == {}  # the default protocol keeps old cache keys
+    assert OracleConfig().key() == {"protocol": "same-seed", "retrain_seeds": 1}
     assert OracleConfig("fresh-seed", 2).key() == {"protocol": "fresh-seed", "retrain_seeds": 2}
 
 

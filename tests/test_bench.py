@@ -414,8 +414,45 @@ def test_keep_committed_adds_a_seed_without_recomputing_the_committed_ones(tmp_p
     versions = data["environment"]["cells_code_versions"]
     assert versions["0"] == committed["environment"]["cells_code_versions"]["0"]
     # another config keeps nothing: every seed is computed
-    changed = [*keep, "--set", "distill_steps=4"]
+    changed = [*keep, "--set", "ridge=0.5"]
     other = CliRunner().invoke(main, ["--home", str(tmp_path / "c"), *base, *changed])
     assert other.exit_code == 0, other.output
     assert len(list((tmp_path / "c" / "cells").glob("*/cells.json"))) == 2
     assert "kept_from" not in json.loads(path.read_text())["environment"]
+
+
+def test_bench_reaches_ddm_through_its_contract_and_diagnostics_only():
+    """No module under bench/ imports DDM's internals, and bench's base imports no method module:
+    methods are declared by name and imported when first looked up."""
+    from pathlib import Path
+
+    bench_dir = Path(__file__).resolve().parents[1] / "bench"
+    for path in bench_dir.glob("*.py"):
+        text = path.read_text()
+        for internal in ("ddm.attribute", "ddm.distill", "ddm.datamodel"):
+            assert f"import {internal}" not in text and f"from {internal} " not in text, (path.name, internal)
+    loaded = imported_after("import bench.base", "")  # the ladder imports DDM's diagnostics API, base none
+    assert "ddm.attribute" not in loaded and "baselines.koh" not in loaded
+    names = imported_after("from ddm.attributor import METHODS; import baselines; METHODS.names()", "")
+    assert "baselines.koh" not in names
+
+
+def test_declared_methods_import_on_first_lookup():
+    from ddm.attributor import METHODS
+
+    assert {"ddm", "ddm_match", "koh", "exact", "random"} <= set(METHODS.names())
+    assert METHODS["koh"].name == "koh" and "koh" in METHODS
+
+
+def test_re_rendering_the_committed_results_gives_the_committed_tables(tmp_path):
+    """tables/ holds nothing that results/ does not: every committed Markdown table re-renders byte
+    for byte from its result (so a refactor of the renderer or the results changes no committed cell)."""
+    from pathlib import Path
+
+    from bench.runner import render_all
+
+    root = Path(__file__).resolve().parents[1]
+    written = [path for path in render_all(root / "results", tmp_path) if path.suffix == ".md"]
+    assert len(written) >= 40
+    for path in written:
+        assert path.read_text() == (root / "tables" / path.name).read_text(), path.name

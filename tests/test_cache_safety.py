@@ -108,14 +108,3 @@ def test_an_entry_without_a_manifest_digest_is_refused_with_how_to_clear_it(tmp_
     with pytest.raises(CacheError, match=r"rm -r .*to rebuild it"):
         entry.verify()
 
-
-def test_legacy_entries_are_adopted_only_when_their_files_match(tmp_path):
-    good, bad = saved_entry(tmp_path), ArtifactCache(tmp_path / "home").entry("target", {"a": 2})
-    bad.save({"x.pt": torch_bytes(torch.ones(1))})
-    for entry in (good, bad):
-        (entry.path / MANIFEST_DIGEST).unlink()
-    (bad.path / "x.pt").write_bytes(b"flipped")
-    assert ArtifactCache(tmp_path / "home").adopt_legacy() == (1, 1)
-    assert good.load_torch("trajectory.pt")["checkpoint_steps"] == [0, 1]
-    with pytest.raises(CacheError):
-        bad.verify()

@@ -99,7 +99,7 @@ DDM_TINY = [*TINY, "--set", "clusters_per_class=2", "--set", "distill_steps=3", 
 
 
 def test_distill_reports_time_and_matching_loss(run):
-    result = run("distill", *DDM_TINY, "--hierarchical")
+    result = run("distill", *DDM_TINY, "--class-level")
     assert result.exit_code == 0, result.output
     assert "cluster-level synset (reverse): K = 20" in result.output
     assert "class-level synset (reverse): K = 10" in result.output
@@ -244,3 +244,52 @@ def test_oracle_check_reports_the_numerical_floor(run, tmp_path):
     assert (tmp_path / "tables" / "noise_digits_smoke.md").exists()
     text = (tmp_path / "tables" / "noise_digits_smoke.md").read_text()
     assert "numerics: float64, activation relu" in text and "(paper)" not in text
+
+
+def nothing_trained(tmp_path) -> bool:
+    home = tmp_path / "home"
+    return not any((home / kind).exists() for kind in ("target", "clusters", "synset", "retrained"))
+
+
+@pytest.mark.parametrize("args, named", [
+    (["attribute", "--set", "beta=x"], "beta"),
+    (["run", "table2", "--set", "beta=x"], "beta"),
+    (["attribute", "--set", "pairing=eq7"], "alg1, eq6"),
+    (["attribute", "--method", "koh", "--hierarchical"], "ddm, ddm_match"),
+    (["attribute", "--method", "exact", "--set", "hierarchical=true"], "hierarchical search"),
+    (["attribute", "--hierarchical", "--objective", "validation"], "per-query objective"),
+    (["train", "--set", "dataset=foo"], "--dataset"),
+    (["train", "--width", "8", "--set", "width=16"], "given twice, as --width 8 and --set width=16"),
+    (["train", "--set", "lr=0.1", "--set", "lr=0.2"], "given twice, as --set lr=0.1 and --set lr=0.2"),
+])
+def test_every_bad_option_exits_2_before_any_training(run, tmp_path, args, named):
+    result = run(*args, "--dataset", "digits", "--device", "cpu")
+    assert result.exit_code == 2, result.output
+    assert named in result.output and "Traceback" not in result.output
+    assert nothing_trained(tmp_path)
+
+
+def test_an_unknown_objective_exits_2_with_every_method(run, tmp_path):
+    import baselines  # noqa: F401
+    import ddm.attribute  # noqa: F401
+    from ddm.attributor import METHODS
+
+    for method in METHODS.names():
+        result = run("attribute", "--method", method, "--objective", "nope", "--dataset", "digits")
+        assert result.exit_code == 2 and "dist1" in result.output, (method, result.output)
+    assert nothing_trained(tmp_path)
+
+
+def test_cli_choices_are_the_config_fields_choices():
+    from ddm.config import field_choices
+
+    params = {param.name: param for param in main.commands["train"].params}
+    for name in ("dataset", "scale", "arch", "init", "optimizer"):
+        assert tuple(params[name].type.choices) == field_choices(name)
+
+
+def test_list_names_each_capability_with_its_methods(run):
+    result = run("list")
+    assert result.exit_code == 0
+    assert "hierarchical search: ddm, ddm_match" in result.output
+    assert "datamodel: ddm, ddm_match" in result.output

@@ -79,3 +79,23 @@ def test_small_keeps_all_of_digits_which_has_fewer_than_200_per_class():
     config = preset("small", "digits")
     assert config.data.n_per_class is None
     assert len(load_data(config).train_y) > 1000  # every bundled training digit, no subset error
+
+
+def test_every_choice_field_refuses_an_unknown_value_when_the_config_is_made():
+    import dataclasses
+
+    from ddm.config import ExperimentConfig, choice_fields, field_choices
+
+    assert {"dataset", "arch", "init", "activation", "precision", "optimizer", "cluster_method",
+            "embedding", "pairing", "distance", "synset_labels", "beta", "schedule", "cluster_scale",
+            "scale"} == set(choice_fields())
+    base = preset("smoke", "digits")
+    for name in choice_fields():
+        assert field_choices(name), name
+        with pytest.raises(ConfigError, match=f"unknown {name} 'nope'; choose one of: "):
+            if name == "scale":
+                dataclasses.replace(base, scale="nope")
+            else:
+                with_overrides(base, **{name: "nope"})
+    with pytest.raises(ConfigError, match="unknown dataset"):
+        ExperimentConfig(data=dataclasses.replace(base.data, dataset="foo"))

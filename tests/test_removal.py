@@ -47,7 +47,7 @@ def test_noise_hits_the_requested_share_with_the_requested_norm_and_is_seeded():
     assert torch.equal(load_data(with_overrides(config, noise_fraction=0.2)).noisy_rows, noisy.noisy_rows)
 
 
-def test_relative_noise_scales_with_each_image_norm_and_keeps_old_keys():
+def test_relative_noise_scales_with_each_image_norm_and_enters_the_key():
     config = with_overrides(preset("smoke", "digits"), n_per_class=20)
     clean = load_data(config)
     noisy = add_noise(clean, 0.2, 0.1, seed=0, relative=2.0)
@@ -55,7 +55,7 @@ def test_relative_noise_scales_with_each_image_norm_and_keeps_old_keys():
     difference = (noisy.train_x - clean.train_x)[rows].flatten(1).norm(dim=1)
     torch.testing.assert_close(difference, 2.0 * clean.train_x[rows].flatten(1).norm(dim=1))
     assert torch.equal(rows, add_noise(clean, 0.2, 0.1, seed=0).noisy_rows)  # the same images
-    assert "noise_relative" not in config.target_key()["data"]  # unset: keys as before the field
+    assert config.target_key()["data"]["noise_relative"] is None
     assert with_overrides(config, noise_relative=2.0).target_key()["data"]["noise_relative"] == 2.0
 
 

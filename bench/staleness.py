@@ -1,0 +1,124 @@
+"""``ddm-bench report --check``: is each committed result still what the code would compute?
+
+A result depends on the stages its target declares (``BenchTarget.stages`` and everything they
+consume, ``ddm.stages``); it records their schemas when it is written (``environment.stages``) and
+the code version that computed each seed's cells. For every result the check reports
+
+- **schema changed**: a stage it depends on has another schema now than the result recorded: its
+  numbers belong to another computation.
+- **code changed**: a source file of one of those stages (or the target's own module) differs
+  between the commit that computed a seed and this checkout, or a seed was computed from an
+  uncommitted tree, or its commit is not in this clone. Such a result may still be right (a
+  refactor changes no number), but nothing has shown it.
+
+Either makes a result stale. A stale result is allowed only when the README lists it between its
+stale-results markers, so a reader always sees which committed numbers predate the code; the check
+fails on a stale result the README does not list, and on a listed result that is current (so the
+list stays true).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import bench.targets  # noqa: F401  (registers every target)
+from bench.base import TARGETS
+from bench.results import find_results, load_result
+from ddm.stages import STAGES, upstream
+
+STALE_BEGIN, STALE_END = "<!-- stale-results:begin -->", "<!-- stale-results:end -->"
+
+
+@dataclass
+class Verdict:
+    """What the check found for one result file (``path`` relative to the repository)."""
+
+    path: str
+    schema_changes: list[str] = field(default_factory=list)  # "synset: 2 -> 3"
+    code_changes: list[str] = field(default_factory=list)  # "target (ddm/train.py) since abc1234"
+
+    @property
+    def stale(self) -> bool:
+        return bool(self.schema_changes or self.code_changes)
+
+
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=60)
+
+
+def stage_sources(target_name: str) -> dict[str, list[str]]:
+    """Every stage a target depends on, with its source files (the cells stage adds the target's
+    own module)."""
+    target = TARGETS[target_name]
+    module = sys.modules[target.__module__].__file__ or ""
+    own = "bench/" + Path(module).name
+    return {name: [*STAGES[name].sources, *([own] if name == "cells" else [])]
+            for name in upstream(target.stages)}
+
+
+def changed_files(repo: Path, version: str, paths: list[str]) -> list[str] | None:
+    """Files under ``paths`` that differ between commit ``version`` and the checkout at ``repo``
+    (its working tree), or None when this clone does not have that commit."""
+    if _git(repo, "cat-file", "-e", f"{version}^{{commit}}").returncode != 0:
+        return None
+    diff = _git(repo, "diff", "--name-only", version, "--", *paths)
+    return sorted(diff.stdout.split()) if diff.returncode == 0 else None
+
+
+def check_result(path: Path, repo: Path) -> Verdict:
+    result = load_result(path)
+    verdict = Verdict(str(path.resolve().relative_to(repo.resolve())))
+    sources = stage_sources(result.target)
+    recorded = result.environment.get("stages")
+    for name in sources:
+        now = STAGES[name].schema
+        then = None if recorded is None else recorded.get(name)
+        if then != now:
+            verdict.schema_changes.append(f"{name}: {then if then is not None else 'not recorded'} -> {now}")
+    env = result.environment
+    versions = sorted(set(env.get("cells_code_versions", {}).values()) or {env.get("code_version", "")})
+    for version in versions:
+        commit = version.removesuffix("-dirty")
+        if version.endswith("-dirty"):
+            verdict.code_changes.append(f"computed from an uncommitted tree at {commit[:10]}")
+        if not re.fullmatch(r"[0-9a-f]{7,40}", commit):
+            verdict.code_changes.append(f"code version {version!r} is not a commit")
+            continue
+        for name, paths in sources.items():
+            files = changed_files(repo, commit, paths)
+            if files is None:
+                verdict.code_changes.append(f"commit {commit[:10]} is not in this clone")
+                break
+            if files:
+                verdict.code_changes.append(f"{name} ({', '.join(files)}) since {commit[:10]}")
+    return verdict
+
+
+def listed_stale(readme: Path) -> set[str]:
+    """The result paths the README lists between its stale-results markers."""
+    text = readme.read_text() if readme.exists() else ""
+    if STALE_BEGIN not in text or STALE_END not in text:
+        return set()
+    block = text[text.index(STALE_BEGIN):text.index(STALE_END)]
+    return set(re.findall(r"`(results/[^`]+\.json)`", block))
+
+
+def check_all(results_dir: Path, repo: Path, readme: Path) -> tuple[list[Verdict], list[str]]:
+    """Every result's verdict and the problems that make the check fail."""
+    verdicts = [check_result(path, repo) for path in find_results(results_dir)]
+    listed = listed_stale(readme)
+    problems = []
+    for verdict in verdicts:
+        if verdict.stale and verdict.path not in listed:
+            reasons = "; ".join(verdict.schema_changes + verdict.code_changes)
+            problems.append(f"{verdict.path}: stale ({reasons}) and not listed in the README")
+        elif not verdict.stale and verdict.path in listed:
+            problems.append(f"{verdict.path}: current, but the README lists it as stale")
+    known = {verdict.path for verdict in verdicts}
+    problems += [f"{path}: listed as stale in the README but there is no such result"
+                 for path in sorted(listed - known)]
+    return verdicts, problems

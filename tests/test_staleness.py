@@ -1,0 +1,97 @@
+"""`ddm-bench report --check`: a result is stale when a stage it depends on changed its schema or its
+code since the result was computed, and a stale result must be listed in the README."""
+
+import dataclasses
+import subprocess
+
+import pytest
+from click.testing import CliRunner
+
+from bench.cli import main
+from bench.results import Result, write_result
+from bench.staleness import STALE_BEGIN, STALE_END, check_all
+from ddm import stages as stage_module
+from ddm.stages import schemas
+
+PATH = "results/table2/digits/smoke/table2.json"
+
+
+def git(repo, *args):
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A clone-like repository holding one result computed at its only commit."""
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "config", "user.email", "t@example.com")
+    git(tmp_path, "config", "user.name", "t")
+    (tmp_path / "ddm").mkdir()
+    (tmp_path / "ddm" / "distill.py").write_text("x = 1\n")
+    (tmp_path / "README.md").write_text(f"# r\n\n{STALE_BEGIN}\n{STALE_END}\n")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "one")
+    commit = git(tmp_path, "rev-parse", "HEAD").strip()
+    result = Result(target="table2", dataset="digits", scale="smoke", title="T", description="d", rows=[],
+                    columns=[], cells={}, seeds=[0], config={},
+                    environment={"code_version": commit, "cells_code_versions": {"0": commit},
+                                 "stages": schemas(("cells", "online", "influence", "retrained"))})
+    write_result(result, tmp_path / "results")
+    return tmp_path
+
+
+def check(repo):
+    return check_all(repo / "results", repo, repo / "README.md")
+
+
+def list_in_readme(repo, path):
+    (repo / "README.md").write_text(f"# r\n\n{STALE_BEGIN}\n- `{path}`\n{STALE_END}\n")
+
+
+def test_a_result_of_this_code_is_current(repo):
+    verdicts, problems = check(repo)
+    assert [v.path for v in verdicts] == [PATH] and not verdicts[0].stale and problems == []
+    list_in_readme(repo, PATH)  # a current result listed as stale is a problem too
+    assert "current, but the README lists it as stale" in check(repo)[1][0]
+
+
+def test_a_schema_change_under_a_result_fails_the_check(repo, monkeypatch):
+    synset = stage_module.STAGES["synset"]
+    bumped = dataclasses.replace(synset, schema=synset.schema + 1)
+    monkeypatch.setitem(stage_module.STAGES, "synset", bumped)
+    verdicts, problems = check(repo)
+    assert verdicts[0].schema_changes == [f"synset: {bumped.schema - 1} -> {bumped.schema}"]
+    assert len(problems) == 1 and "not listed in the README" in problems[0]
+    list_in_readme(repo, PATH)  # listed: known stale, allowed
+    assert check(repo)[1] == []
+
+
+def test_a_code_change_in_a_stage_source_makes_the_result_stale(repo):
+    (repo / "ddm" / "distill.py").write_text("x = 2\n")  # uncommitted counts too
+    commit = git(repo, "rev-parse", "HEAD")[:10]
+    verdicts, problems = check(repo)
+    assert verdicts[0].code_changes == [f"synset (ddm/distill.py) since {commit}"] and problems
+    (repo / "ddm" / "distill.py").write_text("x = 1\n")
+    (repo / "unrelated.py").write_text("y = 1\n")  # a file no stage reads changes nothing
+    assert check(repo)[1] == []
+
+
+def test_report_check_exits_1_on_a_problem_and_0_without(repo, monkeypatch):
+    args = ["report", "--check", "--results-dir", str(repo / "results"), "--readme", str(repo / "README.md")]
+    ok = CliRunner().invoke(main, args)
+    assert ok.exit_code == 0 and "1 results: 1 current, 0 stale" in ok.output
+    bumped = dataclasses.replace(stage_module.STAGES["target"], schema=99)
+    monkeypatch.setitem(stage_module.STAGES, "target", bumped)
+    failed = CliRunner().invoke(main, args)
+    assert failed.exit_code == 1 and "target: 1 -> 99" in failed.output
+
+
+def test_the_committed_results_pass_the_check():
+    """CI runs the check on this repository: every stale committed result is listed in the README."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if subprocess.run(["git", "-C", str(root), "rev-parse"], capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout")
+    _, problems = check_all(root / "results", root, root / "README.md")
+    assert problems == [], "\n".join(problems)
