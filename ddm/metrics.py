@@ -56,29 +56,11 @@ def normalized_score(method: float, random: float, oracle: float) -> float:
     return (method - random) / gap if abs(gap) > EPS else float("nan")
 
 
-# Scores closer than this fraction of their column's largest magnitude count as tied when ranked:
-# differences at rounding level are not attribution. Without it, a method whose scores tie up to
-# rounding (DDM-match and the paper schedule on digits smoke, whose fine-tunes barely move the
-# outputs) got a Spearman that ranked rounding noise: its cells agreed to 1e-9 across machines of one
-# kind, its Spearman did not (-0.01632 here, -0.01622 on the machine that committed it).
-RANK_RESOLUTION = {torch.float64: 1e-9, torch.float32: 1e-5}
-
-
-def resolved(values: Tensor) -> np.ndarray:
-    """``values`` [K] on a grid of ``RANK_RESOLUTION`` times their largest magnitude (float64 numpy),
-    so values equal up to rounding become equal."""
-    resolution = RANK_RESOLUTION.get(values.dtype, 1e-5)
-    array = values.double().numpy()
-    scale = float(np.max(np.abs(array))) if array.size else 0.0
-    return np.round(array / (scale * resolution)) if scale > 0 else array
-
-
 def mean_spearman(scores: Tensor, exact: Tensor) -> float:
-    """Mean over queries (columns) of Spearman(scores[:, q], exact[:, q]), ranking values equal up to
-    rounding as ties (:func:`resolved`); columns constant at that resolution are skipped."""
+    """Mean over queries (columns) of Spearman(scores[:, q], exact[:, q]); constant columns skipped."""
     values = []
     for q in range(exact.shape[1]):
-        a, b = resolved(scores[:, q]), resolved(exact[:, q])
+        a, b = scores[:, q].double().numpy(), exact[:, q].double().numpy()
         if np.ptp(a) > 0 and np.ptp(b) > 0:
             values.append(spearmanr(a, b).statistic)
     return float(np.mean(values)) if values else float("nan")

@@ -55,11 +55,10 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
           "exact retrainings without a removed set (the oracle); 2: keyed by the target's weights key"),
     Stage("kd", "kd-students", 1, ("data", "model", "train"), ("data", "target"),
           ("bench/transfer.py",), "knowledge-distillation teachers and students (Table 7)"),
-    Stage("cells", "cells", 5, ("data", "model", "train", "cluster", "distill", "attribute"),
-          ("data", "target", "clusters"), ("bench/evaluation.py", "ddm/metrics.py"),
+    Stage("cells", "cells", 4, ("data", "model", "train", "cluster", "distill", "attribute"),
+          ("data", "target", "clusters"), ("bench/evaluation.py",),
           "one seed's cells of a benchmark target (the target's own module is one of its sources); "
-          "5: rank statistics treat scores equal up to rounding as ties; 4: the oracle's numerical floor, "
-          "the ReLU rows"),
+          "4: the oracle's numerical floor, the ReLU rows"),
 )}
 
 
