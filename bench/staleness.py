@@ -60,16 +60,22 @@ def stage_sources(target_name: str) -> dict[str, list[str]]:
             for name in upstream(target.stages)}
 
 
-def changed_files(repo: Path, version: str, paths: list[str]) -> list[str] | None:
-    """Files under ``paths`` that differ between commit ``version`` and the checkout at ``repo``
-    (its working tree), or None when this clone does not have that commit."""
-    if _git(repo, "cat-file", "-e", f"{version}^{{commit}}").returncode != 0:
-        return None
-    diff = _git(repo, "diff", "--name-only", version, "--", *paths)
-    return sorted(diff.stdout.split()) if diff.returncode == 0 else None
+def changed_since(repo: Path, version: str) -> frozenset[str] | None:
+    """Every file that differs between commit ``version`` and the checkout at ``repo`` (its working
+    tree), or None when this clone does not have that commit."""
+    diff = _git(repo, "diff", "--name-only", f"{version}^{{commit}}", "--")
+    return frozenset(diff.stdout.split()) if diff.returncode == 0 else None
 
 
-def check_result(path: Path, repo: Path) -> Verdict:
+def _under(file: str, paths: list[str]) -> bool:
+    return any(file == path or (path.endswith("/") and file.startswith(path)) for path in paths)
+
+
+def check_result(path: Path, repo: Path,
+                 changed: dict[str, frozenset[str] | None] | None = None) -> Verdict:
+    """One result's verdict; ``changed`` memoizes :func:`changed_since` per commit within one check
+    (one git call per commit, shared by every result and stage computed at it)."""
+    changed = {} if changed is None else changed
     result = load_result(path)
     verdict = Verdict(str(path.resolve().relative_to(repo.resolve())))
     sources = stage_sources(result.target)
@@ -85,14 +91,13 @@ def check_result(path: Path, repo: Path) -> Verdict:
         commit = version.removesuffix("-dirty")
         if version.endswith("-dirty"):
             verdict.code_changes.append(f"computed from an uncommitted tree at {commit[:10]}")
-        if not re.fullmatch(r"[0-9a-f]{7,40}", commit):
-            verdict.code_changes.append(f"code version {version!r} is not a commit")
+        if commit not in changed:
+            changed[commit] = changed_since(repo, commit) if re.fullmatch(r"[0-9a-f]{7,40}", commit) else None
+        if changed[commit] is None:
+            verdict.code_changes.append(f"code version {version!r} is not a commit in this clone")
             continue
         for name, paths in sources.items():
-            files = changed_files(repo, commit, paths)
-            if files is None:
-                verdict.code_changes.append(f"commit {commit[:10]} is not in this clone")
-                break
+            files = sorted(file for file in changed[commit] if _under(file, paths))
             if files:
                 verdict.code_changes.append(f"{name} ({', '.join(files)}) since {commit[:10]}")
     return verdict
@@ -109,7 +114,8 @@ def listed_stale(readme: Path) -> set[str]:
 
 def check_all(results_dir: Path, repo: Path, readme: Path) -> tuple[list[Verdict], list[str]]:
     """Every result's verdict and the problems that make the check fail."""
-    verdicts = [check_result(path, repo) for path in find_results(results_dir)]
+    changed: dict[str, frozenset[str] | None] = {}
+    verdicts = [check_result(path, repo, changed) for path in find_results(results_dir)]
     listed = listed_stale(readme)
     problems = []
     for verdict in verdicts:
