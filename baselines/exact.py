@@ -126,9 +126,14 @@ def jitter_(model: torch.nn.Module, seed: int = JITTER_SEED) -> None:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for param in model.parameters():
-            up = torch.rand(param.shape, generator=generator) < 0.5
-            toward = torch.where(up, torch.full_like(param, math.inf), torch.full_like(param, -math.inf))
-            param.copy_(torch.nextafter(param, toward.to(param.device)))
+            param.copy_(ulp_jittered(param, generator))
+
+
+def ulp_jittered(values: Tensor, generator: torch.Generator) -> Tensor:
+    """``values`` with every entry one ulp up or down, the direction drawn from ``generator``."""
+    up = torch.rand(values.shape, generator=generator) < 0.5
+    toward = torch.where(up, torch.full_like(values, math.inf), torch.full_like(values, -math.inf))
+    return torch.nextafter(values, toward.to(values.device))
 
 
 @contextlib.contextmanager

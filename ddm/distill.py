@@ -161,9 +161,10 @@ class RealGradients:
         self.model, self.trajectory, self.steps = target.model, target.trajectory, target.checkpoint_steps
         self.images, self.labels, self.clustering = images, labels, clustering
         self.real_batch, self.generator = real_batch, generator
-        # a hand-built clustering has no key: its gradients stay with this object
-        self.prefix = ((weights_key(target.config), clustering.key, str(images.device)) if clustering.key
-                       else None)
+        # a hand-built clustering has no key: its gradients stay with this object; a perturbed copy
+        # of a target (meta "perturb", bench/stability.py) shares its config but not its gradients
+        self.prefix = ((weights_key(target.config), target.meta.get("perturb"), clustering.key,
+                        str(images.device)) if clustering.key else None)
         self.cached: dict[int, Params] = {}
 
     def __call__(self, checkpoint: int) -> Params:

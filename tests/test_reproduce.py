@@ -2,9 +2,9 @@
 
 Recomputes seed 0 of the committed digits-smoke Table 1 (README command 1) from an empty cache and
 compares every cell with the committed one: 1e-9 relative in float64, 1e-5 in float32 (reduction order
-differs between thread counts and CPUs; the default GELU network keeps that at rounding level), and
-the same ranking of the rows in every column. A machine whose numbers drift fails here.
-"""
+differs between thread counts and CPUs), and the same ranking of the rows in every column; the
+Spearman cells of the two rows whose own numerics are chaotic within the spread measured for them
+(below). A machine whose numbers drift fails here."""
 
 import json
 import math
@@ -18,15 +18,30 @@ from bench.cli import main
 COMMITTED = Path(__file__).resolve().parents[1] / "results" / "table1" / "digits" / "smoke" / "table1.json"
 TOLERANCE = {"float32": 1e-5, "float64": 1e-9}  # relative, per cell
 ABSOLUTE = 1e-12  # cells that are 0 up to rounding (e.g. a normalized score of exactly 0)
-# Measured (issue 19, fourth session): these cells of seed 0 are not the same on every CPU of this
-# machine kind, although every other cell is, to 1e-9, and each reproduces bit for bit on one machine
-# under 1 or 2 threads. DDM-match dist1 Spearman: -0.016221 on the machine that committed the table,
-# -0.016323 on an AMD EPYC with AVX-512, -0.016962 on that EPYC with ATEN_CPU_CAPABILITY=avx2,
-# MKL_CBWR=COMPATIBLE and ONEDNN_MAX_CPU_ISA=AVX2. Their distillation and fine-tunes amplify the
-# rounding differences of another CPU's kernels. Any other drifting cell fails the test; these
-# report an xfail naming the values.
-CPU_DEPENDENT = {(row, objective, "spearman") for row in ("DDM-match", "DDM (paper schedule)")
-                 for objective in ("dist1", "dist2", "dist3")}
+# Two rows are chaotic in their own numerics, not in the oracle's: DDM-match's and the paper
+# schedule's synset distillation grows a 1e-16 difference in the trained weights (another CPU's
+# kernels: 1.3e-15 relative between an AVX-512 EPYC and the same run capped at AVX2) to 1e-3 in 50
+# steps, in float64 and with GELU alike (bench/stability.py). Their Spearman cells therefore differ
+# between CPUs of this kind (DDM-match dist1, seed 0: -0.016221 committed, -0.016323 on an AVX-512
+# EPYC, -0.016962 there capped at AVX2), while every other cell reproduces to 1e-9. Those cells are
+# held to the spread the committed stability target measured for their row when its trajectory is
+# moved by one ulp: the mean + 3 sample standard deviations over its seeds of the largest shift of
+# the row's Spearman cells (results/stability/digits/smoke/stability.json).
+CHAOTIC_ROWS = ("DDM-match", "DDM (paper schedule)")
+STABILITY = COMMITTED.parents[3] / "stability" / "digits" / "smoke" / "stability.json"
+
+
+def chaotic_tolerances() -> dict[tuple[str, str, str], float]:
+    """(row, objective, "spearman") -> the absolute tolerance of that cell, from the stability result."""
+    cells = json.loads(STABILITY.read_text())["cells"]
+    committed = json.loads(COMMITTED.read_text())
+    assert json.loads(STABILITY.read_text())["config"] == committed["config"]
+    tolerances = {}
+    for row in CHAOTIC_ROWS:
+        shift = cells[row]["cell_shift"]
+        bound = shift["mean"] + 3 * shift["std"]
+        tolerances.update({(row, objective, "spearman"): bound for objective in committed["columns"]})
+    return tolerances
 
 
 def _first_seed(cells: dict) -> dict[tuple[str, str, str], float]:
@@ -59,13 +74,12 @@ def test_seed_0_of_the_committed_digits_smoke_table1_reproduces(tmp_path):
     expected, got = _first_seed(committed["cells"]), _first_seed(ours["cells"])
     assert expected.keys() == got.keys()
     tolerance = TOLERANCE[precision]
+    chaotic = chaotic_tolerances()
     drifted = {key: (got[key], value) for key, value in expected.items()
-               if not _close(got[key], value, tolerance)}
-    assert not (set(drifted) - CPU_DEPENDENT), drifted
+               if not _close(got[key], value, tolerance) and not (
+                   key in chaotic and abs(got[key] - value) <= chaotic[key])}
+    assert not drifted, drifted
     ranking_check(committed, expected, got, tolerance)
-    if drifted:  # a known defect, reported on every run where it shows, never silently passed
-        pytest.xfail(f"known cross-CPU drift of DDM-match's and the paper schedule's Spearman (issue 19): "
-                     f"{ {key: got[key] for key in drifted} } against the committed {drifted}")
 
 
 def ranking_check(committed: dict, expected: dict, got: dict, tolerance: float) -> None:
