@@ -35,17 +35,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from scipy.stats import spearmanr
 from torch import Tensor
 
 from baselines.exact import JITTER_SEED, ulp_jittered
 from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
 from bench.evaluation import exact_oracle
 from bench.locate import OBJECTIVES
-from ddm.attributor import Attributor
 from ddm.cache import ArtifactCache
-from ddm.metrics import locate_score
-from ddm.pipeline import Stages, fit_method
+from ddm.metrics import locate_score, mean_spearman
+from ddm.pipeline import Stages
 from ddm.train import load_flat_params
 
 COLUMNS = ["spearman", "top_agree", "relative_change", "cell_shift"]
@@ -64,8 +62,7 @@ def jittered_stages(stages: Stages, cache: ArtifactCache, seed: int = JITTER_SEE
 
 def self_agreement(scores: Tensor, rerun: Tensor) -> dict[str, float]:
     """Scores [K, n_q] against a rerun's: mean per-query Spearman, top agreement, relative change."""
-    rhos = [float(spearmanr(scores[:, q], rerun[:, q]).statistic) for q in range(scores.shape[1])]
-    return {"spearman": sum(rhos) / len(rhos),
+    return {"spearman": mean_spearman(rerun, scores),
             "top_agree": float((scores.argmax(0) == rerun.argmax(0)).double().mean()),
             "relative_change": float((scores - rerun).abs().max() / scores.abs().max())}
 
@@ -101,8 +98,7 @@ class MethodStability(BenchTarget):
     @staticmethod
     def _scores(ctx: RunContext, stages: Stages, method: str, queries: Any) -> dict[str, Tensor]:
         """The method's cluster scores [K, n_q] for each of Table 1's objectives."""
-        attributor: Attributor = fit_method(method, stages, options=ctx.options_of(method),
-                                            progress=ctx.progress)
+        attributor = ctx.fit(method, stages)
         return {name: attributor.attribute(queries, name).to(torch.float64) for name in OBJECTIVES}
 
     def notes(self, ctx: RunContext) -> list[str]:
