@@ -91,7 +91,7 @@ def experiment_options(command: Callable[..., Any] | None = None, *,
         click.option("--n-per-class", type=click.IntRange(min=1), default=None,
                      help="Training images per class [preset]."),
         click.option("--seed", type=int, default=None, help="Seed of theta_0 and batch order [0]."),
-        click.option("--data-root", type=click.Path(file_okay=False), default=None,
+        click.option("--data-root", type=click.Path(file_okay=False, exists=True), default=None,
                      help="Directory with dataset files (IDX, CIFAR pickles, tiny-imagenet-200)."),
         click.option("--device", default="auto", show_default=True,
                      help="auto (CUDA when present), cpu, cuda, cuda:N."),
@@ -143,7 +143,7 @@ def data() -> None:
 
 
 @data.command("list")
-@click.option("--data-root", type=click.Path(file_okay=False), default=None)
+@click.option("--data-root", type=click.Path(file_okay=False, exists=True), default=None)
 def data_list(data_root: str | None) -> None:
     """List every registered dataset, whether it is available, and where (or how to get it)."""
     for status in dataset_status(data_root):

@@ -293,3 +293,10 @@ def test_list_names_each_capability_with_its_methods(run):
     assert result.exit_code == 0
     assert "hierarchical search: ddm, ddm_match" in result.output
     assert "datamodel: ddm, ddm_match" in result.output
+
+
+def test_a_missing_data_root_is_refused_before_any_work(tmp_path):
+    result = CliRunner().invoke(main, ["--home", str(tmp_path / "home"), "train", "--dataset", "mnist",
+                                       "--data-root", str(tmp_path / "absent")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+    assert not (tmp_path / "home").exists()
