@@ -22,7 +22,6 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ddm.cache import CacheEntry
 from ddm.config import ExperimentConfig
 from ddm.data import DataSplits
 from ddm.errors import ConfigError
@@ -67,11 +66,9 @@ def _chunk_task(config: ExperimentConfig, data: DataSplits, specs: Sequence[Retr
     return train_specs(config, data, specs, device, batch)
 
 
-def ray_retrain(retrainer: Retrainer, pending: list[tuple[RetrainSpec, CacheEntry]], bar: tqdm,
+def ray_retrain(retrainer: Retrainer, pending: list[RetrainSpec], bar: tqdm,
                 fail_marker: str | None = None) -> None:
-    """Train every pending spec as Ray tasks; write each result into its entry as it arrives."""
-    from baselines.exact import store
-
+    """Train every pending spec as Ray tasks; the retrainer stores each result as it arrives."""
     ray = connect(retrainer.execution.ray_address)
     task = ray.remote(max_retries=RAY_TASK_RETRIES)(_chunk_task)
     run = retrainer.execution
@@ -81,13 +78,12 @@ def ray_retrain(retrainer: Retrainer, pending: list[tuple[RetrainSpec, CacheEntr
     running = {}
     for start in range(0, len(pending), run.batch):
         chunk = pending[start:start + run.batch]
-        ref = task.options(**options).remote(retrainer.target.config, data_ref, [spec for spec, _ in chunk],
-                                             run.batch, fail_marker)
+        ref = task.options(**options).remote(retrainer.config, data_ref, chunk, run.batch, fail_marker)
         running[ref] = chunk
     while running:
         done, _ = ray.wait(list(running), num_returns=1)
         for ref in done:
             chunk = running.pop(ref)
-            for (spec, entry), theta in zip(chunk, ray.get(ref), strict=True):
-                store(entry, spec, theta, "ray worker", f"ray x{len(chunk)}")
+            for spec, theta in zip(chunk, ray.get(ref), strict=True):
+                retrainer.store(spec, theta, "ray worker", f"ray x{len(chunk)}")
             bar.update(len(chunk))

@@ -24,7 +24,7 @@ import dataclasses
 import hashlib
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +34,6 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ddm.attributor import METHODS, Queries, RemovalPredictor
-from ddm.cache import ArtifactCache, CacheEntry, torch_bytes
 from ddm.cluster import Clustering
 from ddm.config import ExperimentConfig
 from ddm.data import DataSplits
@@ -42,11 +41,11 @@ from ddm.errors import ConfigError
 from ddm.functional import params_from_flat
 from ddm.objectives import to_probabilities
 from ddm.provenance import environment
-from ddm.stages import stage
-from ddm.target import Target, fresh_model, load_data, weights_key
+from ddm.resolver import Resolver
+from ddm.stages import get_data
+from ddm.target import Target, fresh_model
 from ddm.train import LossFn, cross_entropy_loss, flat_params, resume_state, train, train_many
 
-RETRAIN_KIND, RETRAIN_SCHEMA = stage("retrained").kind, stage("retrained").schema  # ddm/stages.py
 PROTOCOLS = ("same-seed", "fresh-seed")
 EXECUTORS = ("local", "process", "ray")
 
@@ -154,13 +153,14 @@ def removed_digest(removed: Sequence[int]) -> str:
     return hashlib.sha256(",".join(map(str, sorted(removed))).encode()).hexdigest()[:24]
 
 
-def retrain_entry(target: Target, spec: RetrainSpec, cache: ArtifactCache) -> CacheEntry:
-    key = {"schema": RETRAIN_SCHEMA, "target": weights_key(target.config),
-           "removed": removed_digest(spec.removed), "n_removed": len(spec.removed),
-           "protocol": spec.protocol, "seed": spec.seed}
+def retrain_fields(spec: RetrainSpec) -> dict[str, object]:
+    """What tells one retraining of a target's weights from another (the ``retrained`` stage's own
+    key fields; the resolver adds the weights' key)."""
+    fields: dict[str, object] = {"removed": removed_digest(spec.removed), "n_removed": len(spec.removed),
+                                 "protocol": spec.protocol, "seed": spec.seed}
     if spec.perturb:
-        key["perturb"] = spec.perturb
-    return cache.entry(RETRAIN_KIND, key)
+        fields["perturb"] = spec.perturb
+    return fields
 
 
 def protocol_seeds(target: Target, oracle: OracleConfig) -> list[int]:
@@ -175,33 +175,31 @@ def seeded(config: ExperimentConfig, seed: int) -> ExperimentConfig:
     return dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
 
 
-def retrain(config: ExperimentConfig, data: DataSplits, spec: RetrainSpec, entry: CacheEntry,
-            device: str = "cpu", loss_fn: LossFn = cross_entropy_loss) -> Tensor:
-    """Train without ``spec.removed`` (resuming a partial run), store and return theta [P].
-
-    ``loss_fn`` replaces cross-entropy (knowledge-distillation students); the entry's key must then
-    name the loss, since the cache cannot see it."""
+def retrain(config: ExperimentConfig, data: DataSplits, spec: RetrainSpec, device: str = "cpu",
+            loss_fn: LossFn = cross_entropy_loss, resumed: dict[str, Any] | None = None,
+            checkpoint: Callable[[dict[str, Any]], None] | None = None) -> tuple[Tensor, dict[str, Any]]:
+    """Train without ``spec.removed`` (from ``resumed``, the last state ``checkpoint`` was given);
+    theta [P] and its meta. ``loss_fn`` replaces cross-entropy (knowledge-distillation students);
+    the caller's key must then name the loss."""
     model_config = seeded(config, spec.seed)
     model = fresh_model(model_config, data.info.shape, data.info.num_classes)
     # A perturbed retraining starts over: a partial one may have run under other threads.
-    resume = None if spec.perturb else resume_state(entry.load_partial())
+    resume = None if spec.perturb else resume_state(resumed)
+    save = None if spec.perturb or checkpoint is None else (lambda state: checkpoint(vars(state)))
     with perturbation(model, spec.perturb):
         result = train(model, data.train_x, data.train_y, model_config.train,
                        removed=torch.tensor(spec.removed, dtype=torch.long), device=device, resume=resume,
-                       progress=False, loss_fn=loss_fn,
-                       on_epoch_end=None if spec.perturb else lambda state: entry.save_partial(vars(state)))
+                       progress=False, loss_fn=loss_fn, on_epoch_end=save)
         meta = {"removed": len(spec.removed), "perturb": spec.perturb, **environment(device)}
-    theta = flat_params(result.model)
-    entry.save({"theta.pt": torch_bytes(theta)}, meta)
-    return theta
+    return flat_params(result.model), meta
 
 
 def _worker(args: tuple) -> None:
-    """Process-pool entry: rebuild the data (cheap, cached on disk) and retrain one spec."""
-    config, data_root, root, entry_config, spec, threads = args
+    """Process-pool entry: rebuild the data (cheap, cached on disk) and retrain one spec into the
+    cache under ``root`` (resumable there, like a retraining in the main process)."""
+    config, data_root, root, spec, threads = args
     torch.set_num_threads(threads)
-    entry = ArtifactCache(root).entry(RETRAIN_KIND, entry_config)
-    entry.get_or_compute(lambda: None, lambda: retrain(config, load_data(config, data_root), spec, entry))
+    Retrainer(None, None, Resolver(root), config=config, data_root=data_root).theta(spec)
 
 
 def train_specs(config: ExperimentConfig, data: DataSplits, specs: Sequence[RetrainSpec],
@@ -232,34 +230,45 @@ def train_specs(config: ExperimentConfig, data: DataSplits, specs: Sequence[Retr
     return [thetas[i] for i in range(len(specs))]
 
 
-def store(entry: CacheEntry, spec: RetrainSpec, theta: Tensor, device: str, how: str) -> None:
-    """Write one retrained model's entry (a no-op when another run completed it meanwhile)."""
-    meta = {"removed": len(spec.removed), "trained_by": how, **environment(device)}
-    entry.get_or_compute(lambda: None, lambda: entry.save({"theta.pt": torch_bytes(theta)}, meta))
-
-
 class Retrainer:
     """Retrain the target without given row sets; cached, resumable, run as ``execution`` says.
 
-    Every execution path writes the same cache entries, so they are interchangeable: a vectorized
-    or Ray-trained entry equals the one-at-a-time one to float tolerance per step (see
+    Every execution path writes the same ``retrained`` entries, so they are interchangeable: a
+    vectorized or Ray-trained entry equals the one-at-a-time one to float tolerance per step (see
     ``train_many``)."""
 
-    def __init__(self, target: Target, data: DataSplits, cache: ArtifactCache, *,
+    def __init__(self, target: Target | None, data: DataSplits | None, resolver: Resolver, *,
                  execution: ExecutorConfig = ExecutorConfig(), data_root: str | None = None,
-                 progress: bool | None = None) -> None:
-        self.target, self.data, self.cache = target, data, cache
+                 progress: bool | None = None, config: ExperimentConfig | None = None) -> None:
+        self.target, self._data, self.resolver = target, data, resolver
+        self.config = config if config is not None else target.config
         self.execution, self.data_root, self.progress = execution, data_root, progress
+
+    @property
+    def data(self) -> DataSplits:
+        if self._data is None:  # a worker process loads its data only when it has to train
+            self._data = get_data(self.config, self.data_root)
+        return self._data
+
+    def theta(self, spec: RetrainSpec) -> Tensor:
+        """theta [P] of one spec: loaded, or trained here (resuming a partial run) and stored."""
+        return self.resolver.get("retrained", self.config, retrain_fields(spec), lambda partial: retrain(
+            self.config, self.data, spec, self._device(), resumed=partial.state, checkpoint=partial.save))
+
+    def store(self, spec: RetrainSpec, theta: Tensor, device: str, how: str) -> None:
+        """Keep a theta trained elsewhere (a vectorized pass, a Ray task); a no-op when another run
+        stored it meanwhile."""
+        meta = {"removed": len(spec.removed), "trained_by": how, **environment(device)}
+        self.resolver.put("retrained", self.config, retrain_fields(spec), theta, meta)
 
     def thetas(self, specs: Sequence[RetrainSpec], desc: str = "exact retraining") -> list[Tensor]:
         """theta [P] of every spec, training the missing ones first."""
-        entries = [retrain_entry(self.target, spec, self.cache) for spec in specs]
-        pending = [(spec, entry) for spec, entry in zip(specs, entries, strict=True)
-                   if not entry.is_complete()]
+        pending = [spec for spec in specs
+                   if not self.resolver.has("retrained", self.config, retrain_fields(spec))]
         bar = tqdm(total=len(specs), initial=len(specs) - len(pending), desc=desc, unit="model",
                    disable=None if self.progress is None else not self.progress)
         run = self.execution
-        if any(spec.perturb for spec, _ in pending):  # here, so the perturbation is this process's
+        if any(spec.perturb for spec in pending):  # here, so the perturbation is this process's
             self._one_by_one(pending, bar)
         elif pending and run.executor == "ray":
             from baselines.distributed import ray_retrain
@@ -270,31 +279,28 @@ class Retrainer:
         elif run.batch > 1 and len(pending) > 1:
             for start in range(0, len(pending), run.batch):
                 chunk = pending[start:start + run.batch]
-                thetas = train_specs(self.target.config, self.data, [spec for spec, _ in chunk],
-                                     self._device(), run.batch)
-                for (spec, entry), theta in zip(chunk, thetas, strict=True):
-                    store(entry, spec, theta, self._device(), f"vectorized x{len(chunk)}")
+                thetas = train_specs(self.config, self.data, chunk, self._device(), run.batch)
+                for spec, theta in zip(chunk, thetas, strict=True):
+                    self.store(spec, theta, self._device(), f"vectorized x{len(chunk)}")
                 bar.update(len(chunk))
         else:
             self._one_by_one(pending, bar)
         bar.close()
-        return [entry.load_torch("theta.pt") for entry in entries]
+        return [self.theta(spec) for spec in specs]
 
-    def _one_by_one(self, pending: list[tuple[RetrainSpec, CacheEntry]], bar: tqdm) -> None:
-        for spec, entry in pending:
-            entry.get_or_compute(lambda: None, lambda spec=spec, entry=entry: retrain(
-                self.target.config, self.data, spec, entry, self._device()))
+    def _one_by_one(self, pending: list[RetrainSpec], bar: tqdm) -> None:
+        for spec in pending:
+            self.theta(spec)
             bar.update(1)
 
     def _device(self) -> str:
-        return str(next(self.target.model.parameters()).device)
+        return "cpu" if self.target is None else str(next(self.target.model.parameters()).device)
 
-    def _parallel(self, pending: list[tuple[RetrainSpec, CacheEntry]], bar: tqdm) -> None:
+    def _parallel(self, pending: list[RetrainSpec], bar: tqdm) -> None:
         run = self.execution
         workers = max(run.workers, 2) if run.executor == "process" else run.workers
         threads = max(1, (os.cpu_count() or 1) // workers)
-        jobs = [(self.target.config, self.data_root, str(self.cache.root), entry.config, spec, threads)
-                for spec, entry in pending]
+        jobs = [(self.config, self.data_root, str(self.resolver.root), spec, threads) for spec in pending]
         context = torch.multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
             for _ in pool.map(_worker, jobs):
@@ -346,7 +352,7 @@ class ExactAttributor(RemovalPredictor):
         super().fit(target, data, clustering)
         self.seeds = protocol_seeds(target, self.options)
         self.specs = single_cluster_specs(clustering, self.options.protocol, self.seeds)
-        self.retrainer = Retrainer(target, data, self.cache, execution=self.execution,
+        self.retrainer = Retrainer(target, data, self.resolver, execution=self.execution,
                                    data_root=self.data_root, progress=self.progress)
         self.retrainer.thetas(self.specs)  # offline: every single-cluster model, cached
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import importlib
 import time
 import warnings
@@ -38,19 +37,15 @@ from torch.func import functional_call, grad, jacrev, jvp, vmap
 
 from baselines.solvers import StepHVP, damped_solve, hessian_matrix, lissa, top_eigenpairs
 from ddm.attributor import Queries, RemovalPredictor
-from ddm.cache import CacheEntry, torch_bytes
 from ddm.cluster import Clustering, embed
 from ddm.data import DataSplits
 from ddm.errors import ConfigError, DataError
 from ddm.functional import Params, model_params, per_cluster_gradients, per_sample_gradients
 from ddm.provenance import environment
-from ddm.stages import stage
 from ddm.target import Target
 
 PARAM_SETS = ("head", "all")
 SOLVERS = ("auto", "exact", "lissa")
-INFLUENCE_KIND, INFLUENCE_SCHEMA = stage("influence").kind, stage("influence").schema  # ddm/stages.py
-OFFLINE_FILE = "offline.pt"
 SCALE_MARGIN = 2.0  # auto LiSSA scale = 2 x top eigenvalue: contracts for all curvature in (0, 2 scale)
 SCALE_ITERATIONS = 10  # Arnoldi steps for that estimate: the top Ritz value converges first
 # (vectors x samples) per vmapped call, bounding activation memory: a head sample holds a few
@@ -313,10 +308,6 @@ def inverse_hvp(problem: LossProblem, rhs: Tensor, options: LissaConfig, *,
     return total / options.repeats
 
 
-def ids_digest(cluster_ids: Tensor) -> str:
-    return hashlib.sha256(cluster_ids.cpu().numpy().tobytes()).hexdigest()[:24]
-
-
 class InfluenceAttributor(RemovalPredictor):
     """Base of the influence baselines: builds the :class:`LossProblem` and caches offline tensors.
 
@@ -336,29 +327,21 @@ class InfluenceAttributor(RemovalPredictor):
         self.cluster_ids = clustering.cluster_ids.to(self.problem.device)
         self.loaded_from_cache = False
 
-    def cache_entry(self) -> CacheEntry:
-        return self.cache.entry(INFLUENCE_KIND, {
-            "schema": INFLUENCE_SCHEMA, "method": self.name, "target": self.target.entry.key,
-            "clustering": self.clustering.key, "cluster_ids": ids_digest(self.clustering.cluster_ids),
-            "options": dataclasses.asdict(self.options)})
-
     def cached(self, compute: Callable[[], dict[str, Tensor | float]]) -> dict[str, Any]:
-        """The offline tensors: loaded when this exact (target, clustering, options) was fitted before."""
-        entry = self.cache_entry()
+        """The offline tensors: loaded when this exact (target, clustering, options) was fitted before
+        (the ``influence`` stage, keyed by the method, its options and the clustering's digest)."""
+        self.loaded_from_cache = True
 
-        def load() -> dict[str, Any]:
-            self.loaded_from_cache = True
-            return entry.load_torch(OFFLINE_FILE)
-
-        def compute_and_save() -> dict[str, Any]:
+        def compute_and_time(partial: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+            self.loaded_from_cache = False
             start = time.perf_counter()
             result = compute()
-            meta = {"seconds": time.perf_counter() - start, "n_params": self.problem.n_params,
-                    **environment(self.problem.device)}
-            entry.save({OFFLINE_FILE: torch_bytes(result)}, meta)
-            return result
+            return result, {"seconds": time.perf_counter() - start, "n_params": self.problem.n_params,
+                            **environment(self.problem.device)}
 
-        return entry.get_or_compute(load, compute_and_save)
+        fields = {"method": self.name, "options": dataclasses.asdict(self.options),
+                  "grouping": self.clustering.digest()}
+        return self.resolver.get("influence", self.target.config, fields, compute_and_time)
 
     def query_inputs(self, queries: Queries) -> Tensor:
         return self.problem.encode(queries.images)

@@ -21,11 +21,12 @@ from torch import Tensor
 
 from baselines.exact import ExactAttributor, ExecutorConfig, OracleConfig, Retrainer, protocol_seeds
 from ddm.attributor import METHODS, Attributor, default_options, require
-from ddm.cache import ArtifactCache, atomic_write_text
 from ddm.config import PAPER_DDM, ExperimentConfig, with_overrides
+from ddm.io import atomic_write_text
 from ddm.pipeline import Stages, fit_method, prepare
 from ddm.registry import Registry
-from ddm.target import data_fingerprint, load_data
+from ddm.resolver import Resolver
+from ddm.stages import identified
 
 if TYPE_CHECKING:  # annotations only: base imports nothing of bench/ at run time
     from bench.results import Result
@@ -40,7 +41,7 @@ class RunContext:
     """What every target needs: the base config (seed 0), where data and artifacts live, output dirs."""
 
     config: ExperimentConfig
-    cache: ArtifactCache
+    resolver: Resolver  # every cached stage, and what this process already resolved
     data_root: str | None = None
     device: str = "auto"
     n_queries: int = 20
@@ -59,8 +60,6 @@ class RunContext:
     floor_clusters: int | None = None
     results_dir: Path = Path("results")
     tables_dir: Path = Path("tables")
-    _stages: dict[str, Stages] = field(default_factory=dict)
-    _memo: dict[str, Any] = field(default_factory=dict)
 
     def seeded(self, seed: int, **overrides: Any) -> ExperimentConfig:
         """The base config with every seed set to ``seed`` and further field overrides."""
@@ -103,7 +102,7 @@ class RunContext:
 
     def retrainer(self, stages: Stages) -> Retrainer:
         """Exact retraining of ``stages``' target (cached per removed set), run as this run says."""
-        return Retrainer(stages.target, stages.data, self.cache, execution=self.execution,
+        return Retrainer(stages.target, stages.data, self.resolver, execution=self.execution,
                          data_root=self.data_root, progress=self.progress)
 
     def retrain_seeds_of(self, stages: Stages) -> list[int]:
@@ -113,7 +112,7 @@ class RunContext:
     def exact(self, stages: Stages) -> ExactAttributor:
         """The exact-retraining oracle of ``stages`` under this run's protocol, fitted (cached)."""
         exact = ExactAttributor(stages.config, options=self.oracle, execution=self.execution,
-                                data_root=self.data_root, cache=self.cache, progress=self.progress)
+                                data_root=self.data_root, resolver=self.resolver, progress=self.progress)
         exact.fit(stages.target, stages.data, stages.clustering)
         return exact
 
@@ -133,19 +132,12 @@ class RunContext:
 
     def data_identity(self) -> str | None:
         """Fingerprint of the data read from ``data_root`` (None for bundled data), computed once."""
-        if self.data_root is None:
-            return None
-        if "data" not in self._memo:
-            self._memo["data"] = data_fingerprint(load_data(self.config, self.data_root))
-        return self._memo["data"]
+        return identified(self.config, self.data_root, self.resolver).data.data_fingerprint
 
     def stages(self, config: ExperimentConfig) -> Stages:
-        """Data, target and clusters for ``config`` (cached on disk and, within a run, in memory)."""
-        key = json.dumps(config.to_dict(), sort_keys=True)
-        if key not in self._stages:
-            self._stages[key] = prepare(config, data_root=self.data_root, device=self.device,
-                                        cache=self.cache, progress=self.progress)
-        return self._stages[key]
+        """Data, target and clusters for ``config`` (cached on disk, memoized by the resolver)."""
+        return prepare(config, data_root=self.data_root, device=self.device, resolver=self.resolver,
+                       progress=self.progress)
 
 
 class BenchTarget(ABC):

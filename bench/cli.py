@@ -15,7 +15,6 @@ from typing import Any
 import click
 
 from baselines.exact import EXECUTORS, PROTOCOLS
-from ddm.cache import ArtifactCache
 from ddm.config import (
     DISTILL_MODES,
     ExperimentConfig,
@@ -27,6 +26,7 @@ from ddm.config import (
 from ddm.data import dataset_status
 from ddm.errors import ConfigError, DdmError
 from ddm.objectives import OBJECTIVES
+from ddm.resolver import Resolver
 
 
 class UserError(click.ClickException):
@@ -47,9 +47,9 @@ class BenchGroup(click.Group):
 
 @dataclass
 class BenchContext:
-    """Shared state for every command: where the cache lives."""
+    """Shared state for every command: the resolver of the artifact cache."""
 
-    cache: ArtifactCache
+    resolver: Resolver
 
 
 @click.group(cls=BenchGroup)
@@ -59,7 +59,7 @@ class BenchContext:
 @click.pass_context
 def main(ctx: click.Context, home: Path | None) -> None:
     """ddm-bench: training-data attribution with Distilled Datamodels, and its baselines."""
-    ctx.obj = BenchContext(cache=ArtifactCache(home))
+    ctx.obj = BenchContext(resolver=Resolver(home))
 
 
 def experiment_options(command: Callable[..., Any] | None = None, *,
@@ -160,11 +160,11 @@ def data_list(data_root: str | None) -> None:
 @click.pass_obj
 def train(obj: BenchContext, **options: Any) -> None:
     """Train the target network (or reuse it from the cache) and report its accuracy."""
-    from ddm.target import get_target
+    from ddm.stages import get_target, identified
 
     config = config_from_options(options)
-    target = get_target(config, data_root=options["data_root"], device=options["device"],
-                        cache=obj.cache)
+    target = get_target(config, resolver=obj.resolver, data_root=options["data_root"],
+                        device=options["device"])
     meta = target.meta
     click.echo(f"dataset {config.data.dataset} ({meta['n_train']} training images, "
                f"{meta['data_source']})")
@@ -172,7 +172,8 @@ def train(obj: BenchContext, **options: Any) -> None:
                f"{config.train.epochs} epochs, {len(target.checkpoint_steps)} checkpoints")
     click.echo(f"test accuracy {meta['test_acc']:.4f}  validation accuracy {meta['val_acc']:.4f}")
     click.echo(f"trained in {meta['train_seconds']:.1f} s on {meta['device']}")
-    click.echo(f"artifacts: {target.entry.path}")
+    where = obj.resolver.location("target", identified(config, options["data_root"], obj.resolver))
+    click.echo(f"artifacts: {where}")
 
 
 
@@ -180,7 +181,7 @@ def _stages(obj: BenchContext, options: dict[str, Any]):
     from ddm.pipeline import prepare
 
     config = config_from_options(options)
-    return prepare(config, data_root=options["data_root"], device=options["device"], cache=obj.cache)
+    return prepare(config, data_root=options["data_root"], device=options["device"], resolver=obj.resolver)
 
 
 @main.command()
@@ -198,7 +199,8 @@ def distill(obj: BenchContext, mode: str, class_level: bool, **options: Any) -> 
     config, clustering = stages.config, stages.clustering
     levels = [("cluster", clustering)] + ([("class", clustering.class_level())] if class_level else [])
     for level, grouping in levels:
-        report = matching_report(config, stages.target, stages.data, grouping, level, mode, cache=obj.cache)
+        report = matching_report(config, stages.target, stages.data, grouping, level, mode,
+                                 resolver=obj.resolver)
         click.echo(f"{level}-level synset ({mode}): K = {report.n_clusters}, "
                    f"{report.n_images} images, {report.steps} steps "
                    f"(cap {config.distill.distill_steps}, labels {config.distill.synset_labels})")
@@ -318,7 +320,7 @@ def oracle(obj: BenchContext, protocol: str, n_seeds: int, workers: int, executo
         from bench.render import table_path
         from bench.runner import run_target
 
-        ctx = RunContext(config_from_options(options), obj.cache, data_root=options["data_root"],
+        ctx = RunContext(config_from_options(options), obj.resolver, data_root=options["data_root"],
                          device=options["device"], n_queries=n_queries, query_seed_base=query_seed_base,
                          oracle=oracle_options, execution=execution, floor_clusters=floor_clusters,
                          results_dir=results_dir, tables_dir=tables_dir)
@@ -330,13 +332,13 @@ def oracle(obj: BenchContext, protocol: str, n_seeds: int, workers: int, executo
         return
     stages = _stages(obj, options)
     attributor = ExactAttributor(stages.config, options=oracle_options, execution=execution,
-                                 data_root=options["data_root"], cache=obj.cache)
+                                 data_root=options["data_root"], resolver=obj.resolver)
     start = time.perf_counter()
     attributor.fit(stages.target, stages.data, stages.clustering)
     seconds = time.perf_counter() - start
     click.echo(f"{len(attributor.specs)} retrained models ({protocol}, K = {stages.clustering.n_clusters}) "
                f"ready in {seconds:.1f} s; target trained in {stages.target.meta['train_seconds']:.1f} s")
-    click.echo(f"cache: {obj.cache.root / 'retrained'}")
+    click.echo(f"cache: {obj.resolver.root / 'retrained'}")
 
 
 @main.command("list")
@@ -402,7 +404,7 @@ def run(obj: BenchContext, target: str, n_seeds: int, n_queries: int, workers: i
     from bench.runner import run_target
 
     config = config_from_options(options)
-    ctx = RunContext(config, obj.cache, data_root=options["data_root"], device=options["device"],
+    ctx = RunContext(config, obj.resolver, data_root=options["data_root"], device=options["device"],
                      n_queries=n_queries, query_seed_base=query_seed_base,
                      oracle=OracleConfig(protocol=protocol, retrain_seeds=retrain_seeds),
                      execution=executor_config(executor, workers, retrain_batch, ray_address, ray_gpus),

@@ -45,7 +45,7 @@ class AddedSingles(RemovalPredictor):
     name = "added_singles"
 
     def __init__(self, inner: RemovalPredictor) -> None:
-        super().__init__(inner.config, cache=inner.cache, progress=inner.progress)
+        super().__init__(inner.config, resolver=inner.resolver, progress=inner.progress)
         self.inner, self.target, self.clustering = inner, inner.target, inner.clustering
 
     def predict_removals(self, queries: Queries) -> Tensor:

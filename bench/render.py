@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.base import TARGETS
 from bench.results import Cell, Result, numerics_tag
-from ddm.cache import atomic_write_text
+from ddm.io import atomic_write_text
 
 EXTRA_TEXT = {
     "normalized": "normalized = (method − random) / (oracle − random) against exact retraining, 0 = random, "

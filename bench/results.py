@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ddm.cache import atomic_write_text
 from ddm.errors import DataError
+from ddm.io import atomic_write_text
 
 RESULT_SCHEMA = 1
 

@@ -23,10 +23,8 @@ from bench.base import TARGETS, BenchTarget, CellValues, RunContext
 from bench.render import render_result
 from bench.results import Result, find_results, load_result, numerics_tag, result_path, write_result
 from ddm.provenance import environment, peak_memory_gb
-from ddm.stages import schemas, stage
+from ddm.stages import schemas
 from ddm.train import resolve_device
-
-CELLS_KIND, CELLS_SCHEMA = stage("cells").kind, stage("cells").schema  # declared in ddm/stages.py
 
 
 def _seed_cells(target: BenchTarget, ctx: RunContext,
@@ -34,27 +32,22 @@ def _seed_cells(target: BenchTarget, ctx: RunContext,
     """One seed's cells, figure series, and the code version and CPU thread count that computed
     them (float32 results depend on the thread count's reduction order), cached under (target,
     config, method options, seed, queries) so a rerun skips the seed."""
-    key = {"schema": CELLS_SCHEMA, "target": target.name, "seed": seed, "n_queries": ctx.n_queries,
-           "config": ctx.config.to_dict(), "methods": ctx.method_keys(),
-           "query_seed_base": ctx.query_seed_base, "data_fingerprint": ctx.data_identity(),
-           "oracle": ctx.oracle.key() if target.retrains else None,
-           "floor_clusters": ctx.floor_clusters if target.retrains else None}
-    entry = ctx.cache.entry(CELLS_KIND, key)
+    fields = {"target": target.name, "seed": seed, "n_queries": ctx.n_queries, "scale": ctx.config.scale,
+              "methods": ctx.method_keys(), "query_seed_base": ctx.query_seed_base,
+              "data_fingerprint": ctx.data_identity(),
+              "oracle": ctx.oracle.key() if target.retrains else None,
+              "floor_clusters": ctx.floor_clusters if target.retrains else None}
 
-    def load() -> tuple[CellValues, dict[str, Any], str, int | None]:
-        stored = entry.load_json("cells.json")
-        threads = entry.manifest()["meta"].get("threads")  # the meta holds the computing environment
-        return stored["cells"], stored["series"], stored["code_version"], threads
-
-    def compute() -> tuple[CellValues, dict[str, Any], str, int | None]:
+    def compute(partial: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         cells, series = target.run_seed(ctx, seed)
         env = environment(resolve_device(ctx.device))
-        stored = {"cells": cells, "series": series, "code_version": env["code_version"]}
-        entry.save({"cells.json": json.dumps(stored).encode()},
-                   {"target": target.name, "seed": seed, **env})
-        return cells, series, env["code_version"], env["threads"]
+        return ({"cells": cells, "series": series, "code_version": env["code_version"]},
+                {"target": target.name, "seed": seed, **env})
 
-    return entry.get_or_compute(load, compute)
+    stored, meta = ctx.resolver.get("cells", ctx.config, fields, compute,
+                                    lambda payload, meta: (payload, meta))
+    # the meta holds the computing environment (float32 results depend on the thread count)
+    return stored["cells"], stored["series"], stored["code_version"], meta.get("threads")
 
 
 def _normalized(data: Any) -> Any:

@@ -41,23 +41,24 @@ from baselines.exact import JITTER_SEED, ulp_jittered
 from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
 from bench.evaluation import exact_oracle
 from bench.locate import OBJECTIVES
-from ddm.cache import ArtifactCache
 from ddm.metrics import locate_score, mean_spearman
 from ddm.pipeline import Stages
+from ddm.resolver import Resolver
 from ddm.train import load_flat_params
 
 COLUMNS = ["spearman", "top_agree", "relative_change", "cell_shift"]
 ROWS = {"DDM-match": ("ddm_match", False), "DDM-full": ("ddm", False), "DDM (paper schedule)": ("ddm", True)}
 
 
-def jittered_stages(stages: Stages, cache: ArtifactCache, seed: int = JITTER_SEED) -> Stages:
-    """``stages`` with every trajectory entry moved one ulp (theta_tau's model too), in ``cache``."""
+def jittered_stages(stages: Stages, resolver: Resolver, seed: int = JITTER_SEED) -> Stages:
+    """``stages`` with every trajectory entry moved one ulp (theta_tau's model too), resolved by
+    ``resolver`` (a scratch one: its entries are keyed by the config, which the jitter leaves as is)."""
     trajectory = ulp_jittered(stages.target.trajectory, torch.Generator().manual_seed(seed))
     model = copy.deepcopy(stages.target.model)
     load_flat_params(model, trajectory[-1])
     target = dataclasses.replace(stages.target, model=model, trajectory=trajectory,
                                  meta={**stages.target.meta, "perturb": "jitter"})
-    return dataclasses.replace(stages, target=target, cache=cache)
+    return dataclasses.replace(stages, target=target, resolver=resolver)
 
 
 def self_agreement(scores: Tensor, rerun: Tensor) -> dict[str, float]:
@@ -85,7 +86,7 @@ class MethodStability(BenchTarget):
                 start = time.perf_counter()
                 base = ctx.paper_stages(seed) if paper else stages
                 fitted = self._scores(ctx, base, method, oracle.queries)
-                rerun = self._scores(ctx, jittered_stages(base, ArtifactCache(Path(scratch) / row)), method,
+                rerun = self._scores(ctx, jittered_stages(base, Resolver(Path(scratch) / row)), method,
                                      oracle.queries)
                 numbers = self_agreement(fitted["dist1"], rerun["dist1"])
                 numbers["cell_shift"] = max(

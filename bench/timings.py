@@ -20,11 +20,9 @@ import torch
 
 from baselines.exact import Retrainer, RetrainSpec
 from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
-from ddm.cache import ArtifactCache
-from ddm.cluster import get_clustering
-from ddm.diagnostics import get_synset
 from ddm.pipeline import select_queries
-from ddm.target import get_target
+from ddm.resolver import Resolver
+from ddm.stages import get_clustering, get_synset, get_target
 
 EXACT_SAMPLE = 2
 BASELINES = ["random", "predict", "cluster", "koh", "fastif", "scaleup", "ddm_match"]
@@ -75,13 +73,13 @@ class Timings(BenchTarget):
     def offline(self, ctx: RunContext, config) -> dict[str, float]:
         """Target training, clustering and distillation, each from an empty scratch cache."""
         with tempfile.TemporaryDirectory() as scratch:
-            cache = ArtifactCache(scratch)
+            resolver = Resolver(scratch)  # nothing on disk, nothing in memory
             data = ctx.stages(config).data
-            target, train = timed(lambda: get_target(config, data=data, device=ctx.device, cache=cache,
+            target, train = timed(lambda: get_target(config, resolver=resolver, data=data, device=ctx.device,
                                                      progress=False))
-            clustering, cluster = timed(lambda: get_clustering(config, data, target=target, cache=cache,
+            clustering, cluster = timed(lambda: get_clustering(config, data, resolver=resolver, target=target,
                                                                device=ctx.device, progress=False))
-            _, distill = timed(lambda: get_synset(config, target, data, clustering, cache=cache,
+            _, distill = timed(lambda: get_synset(config, target, data, clustering, resolver=resolver,
                                                   progress=False))
         return {"train target": train, "cluster (extractor + k-means)": cluster,
                 "distill synset (reverse)": distill}
@@ -89,7 +87,7 @@ class Timings(BenchTarget):
     def exact_per_model(self, ctx: RunContext, stages) -> float:
         """Seconds of one exact retraining, measured on a scratch cache (never a cached model)."""
         with tempfile.TemporaryDirectory() as scratch:
-            retrainer = Retrainer(stages.target, stages.data, ArtifactCache(scratch), progress=False)
+            retrainer = Retrainer(stages.target, stages.data, Resolver(scratch), progress=False)
             seed = stages.target.config.train.seed
             specs = [RetrainSpec(tuple(stages.clustering.members(k).tolist()), "same-seed", seed)
                      for k in range(min(EXACT_SAMPLE, stages.clustering.n_clusters))]

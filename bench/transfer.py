@@ -32,17 +32,14 @@ from baselines.exact import RetrainSpec, removed_digest, retrain
 from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
 from bench.removal import load_model, percent, rows_to_remove, validation_queries
 from ddm.attributor import Queries
-from ddm.cache import ArtifactCache
 from ddm.objectives import get_objective, to_probabilities
 from ddm.pipeline import Stages
-from ddm.stages import stage
 from ddm.train import LossFn, accuracy, predict
 
 TAU = 4.0  # temperature of undistillation and distillation (Nasty Teacher, CIFAR-10)
 OMEGA = 0.04  # weight of the undistillation term
 ALPHA = 0.9  # Eq. 15's balance between the teacher's soft labels and the true labels
 TEACHER_SEED_OFFSET = 7919  # the teacher's own initialization and batch order
-KIND, SCHEMA = stage("kd").kind, stage("kd").schema  # declared in ddm/stages.py
 
 
 def soft_kl(student_logits: Tensor, teacher_logits: Tensor, tau: float) -> Tensor:
@@ -72,30 +69,28 @@ def distillation_loss(teacher: nn.Module) -> LossFn:
     return loss
 
 
-def train_cached(stages: Stages, cache: ArtifactCache, role: str, spec: RetrainSpec, loss_fn: LossFn,
+def train_cached(stages: Stages, role: str, spec: RetrainSpec, loss_fn: LossFn,
                  extra_key: dict[str, Any]) -> nn.Module:
-    """Train (or load) a network of the target's config with ``loss_fn``; cached by role and spec."""
-    entry = cache.entry(KIND, {"schema": SCHEMA, "role": role, "target": stages.target.entry.key,
-                               "tau": TAU, "omega": OMEGA, "alpha": ALPHA,
-                               "removed": removed_digest(spec.removed), "n_removed": len(spec.removed),
-                               "seed": spec.seed, **extra_key})
+    """Train (or load) a network of the target's config with ``loss_fn``: the ``kd`` stage, keyed
+    by role, spec and the losses' constants."""
+    fields = {"role": role, "tau": TAU, "omega": OMEGA, "alpha": ALPHA,
+              "removed": removed_digest(spec.removed), "n_removed": len(spec.removed), "seed": spec.seed,
+              **extra_key}
     device = str(next(stages.target.model.parameters()).device)
-    theta = entry.get_or_compute(lambda: entry.load_torch("theta.pt"),
-                                 lambda: retrain(stages.config, stages.data, spec, entry, device, loss_fn))
+    theta = stages.resolver.get("kd", stages.target.config, fields, lambda partial: retrain(
+        stages.config, stages.data, spec, device, loss_fn, partial.state, partial.save))
     return load_model(stages.config, stages, theta)
 
 
-def nasty_teacher(stages: Stages, cache: ArtifactCache) -> nn.Module:
+def nasty_teacher(stages: Stages) -> nn.Module:
     seed = stages.target.config.train.seed + TEACHER_SEED_OFFSET
-    return train_cached(stages, cache, "nasty-teacher", RetrainSpec((), "nasty", seed),
+    return train_cached(stages, "nasty-teacher", RetrainSpec((), "nasty", seed),
                         nasty_loss(stages.target.model), {})
 
 
-def student_accuracy(stages: Stages, cache: ArtifactCache, teacher: nn.Module, teacher_key: str,
-                     removed: tuple[int, ...]) -> float:
+def student_accuracy(stages: Stages, teacher: nn.Module, teacher_key: str, removed: tuple[int, ...]) -> float:
     spec = RetrainSpec(removed, "distill", stages.target.config.train.seed)
-    student = train_cached(stages, cache, "student", spec, distillation_loss(teacher),
-                           {"teacher": teacher_key})
+    student = train_cached(stages, "student", spec, distillation_loss(teacher), {"teacher": teacher_key})
     return 100 * accuracy(student, stages.data.test_x, stages.data.test_y)
 
 
@@ -131,14 +126,14 @@ class Table7(BenchTarget):
         stages = ctx.stages(ctx.seeded(seed))
         test_x, test_y = stages.data.test_x, stages.data.test_y
         start = time.perf_counter()
-        teacher = nasty_teacher(stages, ctx.cache)
+        teacher = nasty_teacher(stages)
         first = self.columns[0]
         cells: CellValues = {
             "teacher (nasty)": {first: {"value": 100 * accuracy(teacher, test_x, test_y),
                                         "seconds": time.perf_counter() - start}},
             "target (no distillation)": {
                 first: {"value": 100 * accuracy(stages.target.model, test_x, test_y)}}}
-        teacher_key = stages.target.entry.key + "/nasty"
+        teacher_key = ctx.resolver.key("target", stages.target.config) + "/nasty"
         orders = {"Random Select": random_order(stages.clustering.n_clusters, seed),
                   "DDM": ddm_kl_order(ctx, stages, teacher, validation_queries(stages, seed))}
         for row, order in orders.items():
@@ -147,7 +142,7 @@ class Table7(BenchTarget):
                 start = time.perf_counter()
                 removed = rows_to_remove(stages.clustering, order, fraction)
                 cells[row][percent(fraction)] = {
-                    "value": student_accuracy(stages, ctx.cache, teacher, teacher_key, removed),
+                    "value": student_accuracy(stages, teacher, teacher_key, removed),
                     "seconds": time.perf_counter() - start,
                     "removed": len(removed) / len(stages.clustering.cluster_ids)}
         return cells, {}

@@ -92,7 +92,7 @@ def test_retraining_throughput_one_at_a_time_vectorized_and_ray(benchmark, stage
     ``RETRAIN_SAMPLE`` in one pass) and Ray with 2 local workers (skipped without Ray), as ratios of
     one run. Issue 13's goal: vectorized >= 1.5x the one-at-a-time path per model."""
     from baselines.exact import ExecutorConfig, Retrainer, RetrainSpec, train_specs
-    from ddm.cache import ArtifactCache
+    from ddm.resolver import Resolver
 
     config, data, clustering = stages.config, stages.data, stages.clustering
     device = str(next(stages.target.model.parameters()).device)
@@ -111,7 +111,7 @@ def test_retraining_throughput_one_at_a_time_vectorized_and_ray(benchmark, stage
     if ray is not None:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
-            retrainer = Retrainer(stages.target, data, ArtifactCache(tmp_path),
+            retrainer = Retrainer(stages.target, data, Resolver(tmp_path),
                                   execution=ExecutorConfig(executor="ray"), progress=False)
             retrainer.thetas(specs[:2])  # warm-up: worker start-up, data in the object store
             rates["ray_2_workers"] = (len(specs) - 2) / _seconds(lambda: retrainer.thetas(specs))

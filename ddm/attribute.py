@@ -23,7 +23,7 @@ from ddm.cluster import Clustering
 from ddm.config import ExperimentConfig
 from ddm.data import DataSplits
 from ddm.datamodel import Datamodel, fit_datamodel, perturbation_weights, sample_perturbations
-from ddm.distill import RealGradients, Synset, get_synset
+from ddm.distill import RealGradients, SharedGradients, Synset
 from ddm.functional import (
     finetune_batched,
     finetune_one,
@@ -34,6 +34,7 @@ from ddm.functional import (
     segment_mean,
 )
 from ddm.objectives import GLOBAL, Objective, get_objective, to_probabilities
+from ddm.stages import get_synset, shared_gradients
 from ddm.target import Target
 
 # On the CPU, masks whose synthetic images hold at least this many pixel values in all are fine-tuned
@@ -76,7 +77,7 @@ def finetune_steps(config: ExperimentConfig, target: Target) -> int:
 
 
 def cluster_weights(target: Target, data: DataSplits, clustering: Clustering, synset: Synset,
-                    scale: str) -> Tensor | None:
+                    scale: str, shared: SharedGradients | None = None) -> Tensor | None:
     """Per-cluster loss weights [K] of the fine-tune (``cluster_scale``), None for uniform.
 
     ``real_norm``: w_k = |D_k| ||g_real_k|| / (mean |D| ||g_syn_k||), both gradients at theta_tau
@@ -89,7 +90,7 @@ def cluster_weights(target: Target, data: DataSplits, clustering: Clustering, sy
     params = model_params(target.model)
     on_device = dataclasses.replace(clustering, cluster_ids=clustering.cluster_ids.to(device))
     real = RealGradients(target, data.train_x.to(device), data.train_y.to(device), on_device, None,
-                         torch.Generator())(len(target.trajectory) - 1)  # theta_tau, shared with distill
+                         torch.Generator(), shared)(len(target.trajectory) - 1)  # theta_tau, as distill's
     synthetic = synthetic_gradients(target.model, params, synset)
     sizes = clustering.sizes().to(device=device, dtype=data.train_x.dtype)
     ratio = flat_rows(real).norm(dim=1) / flat_rows(synthetic).norm(dim=1).clamp_min(1e-12)
@@ -181,14 +182,16 @@ class DDMAttributor(RemovalPredictor):
         super().fit(target, data, clustering)
         self.data = data
         self.forget()
-        self.synset = get_synset(self.config, target, data, clustering, mode=self.mode, cache=self.cache,
-                                 progress=self.progress)
+        self.synset = get_synset(self.config, target, data, clustering, mode=self.mode,
+                                 resolver=self.resolver, progress=self.progress)
         self.unlearner = self._unlearner(self.synset, clustering)
-        self._class_unlearner: SynsetUnlearner | None = None
+        self.resolver.forget("unlearner", owner=self)
 
     def _unlearner(self, synset: Synset, clustering: Clustering) -> SynsetUnlearner:
         spec = self.config.attribute
-        weights = cluster_weights(self.target, self.data, clustering, synset, spec.cluster_scale)
+        device = next(self.target.model.parameters()).device
+        shared = shared_gradients(self.resolver, self.target, clustering, device)
+        weights = cluster_weights(self.target, self.data, clustering, synset, spec.cluster_scale, shared)
         return SynsetUnlearner(self.target.model, synset, steps=finetune_steps(self.config, self.target),
                                lr=finetune_lr(self.config, clustering), chunk=spec.finetune_chunk,
                                weights=weights)
@@ -229,13 +232,15 @@ class DDMAttributor(RemovalPredictor):
         return get_objective(objective)(outputs, self.reference(queries), queries.labels)
 
     def class_unlearner(self) -> SynsetUnlearner:
-        """Unlearner over the class-level synset (K = L), distilled on first use and cached."""
-        if self._class_unlearner is None:
+        """Unlearner over the class-level synset (K = L), distilled on first use and cached; this
+        method keeps it (the resolver's ``unlearner`` memory stage) until it is fitted again."""
+        def build() -> SynsetUnlearner:
             classes = self.clustering.class_level()
             synset = get_synset(self.config, self.target, self.data, classes, mode=self.mode,
-                                cache=self.cache, progress=self.progress)
-            self._class_unlearner = self._unlearner(synset, classes)
-        return self._class_unlearner
+                                resolver=self.resolver, progress=self.progress)
+            return self._unlearner(synset, classes)
+
+        return self.resolver.memo("unlearner", None, {"target": id(self.target)}, build, owner=self)
 
     def hierarchical(self, queries: Queries, objective: str) -> HierarchicalResult:
         """Locate a cluster per query with L class deletions, then C cluster deletions (§6.2)."""

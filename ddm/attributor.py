@@ -23,7 +23,6 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from ddm.cache import ArtifactCache
 from ddm.cluster import Clustering
 from ddm.config import ExperimentConfig, parse_value
 from ddm.data import DataSplits
@@ -31,6 +30,7 @@ from ddm.errors import ConfigError
 from ddm.metrics import additive_prediction
 from ddm.objectives import get_objective, to_probabilities
 from ddm.registry import Registry
+from ddm.resolver import Resolver
 from ddm.target import Target
 from ddm.train import predict
 
@@ -57,7 +57,7 @@ class Attributor(ABC):
     name: ClassVar[str]
     Options: ClassVar[type | None] = None
 
-    def __init__(self, config: ExperimentConfig, *, options: Any = None, cache: ArtifactCache | None = None,
+    def __init__(self, config: ExperimentConfig, *, options: Any = None, resolver: Resolver | None = None,
                  progress: bool | None = None) -> None:
         self.config = config
         self.options = default_options(type(self)) if options is None else options
@@ -66,7 +66,7 @@ class Attributor(ABC):
         if self.Options is not None and not isinstance(self.options, self.Options):
             raise ConfigError(f"method {self.name!r} takes {self.Options.__name__} options, "
                               f"got {type(options).__name__}")
-        self.cache = cache or ArtifactCache()
+        self.resolver = resolver or Resolver()  # where its cached stages come from
         self.progress = progress
         self.target: Target | None = None
         self.clustering: Clustering | None = None
@@ -116,14 +116,13 @@ class RemovalPredictor(Attributor):
     def removals(self, queries: Queries) -> Tensor:
         """:meth:`predict_removals` in float64, remembered for the last query set: the objectives of
         one query set share it (for DDM, one set of |P| fine-tunes instead of one per objective)."""
-        key = (id(self.target), id(self.clustering), fingerprint(queries))
-        remembered = getattr(self, "_removals", None)
-        if remembered is None or remembered[0] != key:
-            self._removals = (key, self.predict_removals(queries).to(torch.float64))
-        return self._removals[1]
+        fields = {"target": id(self.target), "clustering": id(self.clustering),
+                  "queries": fingerprint(queries)}
+        return self.resolver.memo("removals", None, fields,
+                                  lambda: self.predict_removals(queries).to(torch.float64), owner=self)
 
     def forget(self) -> None:
-        self._removals = None
+        self.resolver.forget("removals", owner=self)
 
 
 # Capabilities beyond scoring: what a bench target or command may ask of a method through the

@@ -18,11 +18,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import io
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,6 +27,7 @@ from typing import Any, TypeVar
 import torch
 
 from ddm.errors import CacheError
+from ddm.io import atomic_write_bytes, atomic_write_text, torch_bytes
 from ddm.paths import home
 
 T = TypeVar("T")
@@ -48,33 +46,6 @@ def config_key(kind: str, config: Mapping[str, Any]) -> str:
     """A short stable key of a config: the first 16 hex digits of its SHA-256."""
     blob = canonical_json({"kind": kind, "config": config}).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see either the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; a shared cache (or data cache) should be readable
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def torch_bytes(obj: Any) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return buffer.getvalue()
 
 
 def _sha256(path: Path) -> str:

@@ -1,14 +1,16 @@
-"""Training clusters: K = L * C clusters, C per class (paper §6.1), cached per config.
+"""Training clusters: K = L * C clusters, C per class (paper §6.1).
 
 Cluster ``k`` belongs to class ``k // C``; ``cluster_ids`` gives every training sample its cluster.
 ``kmeans`` runs scikit-learn's k-means per class on embeddings; ``sequential`` cuts each class into C
 consecutive chunks by training-set order (the paper's "DDM w/o cluster"). The hierarchical view is
 the same samples at two levels: classes (K = L, ids = labels) and clusters (K = L * C).
+Pure computation: ``ddm.stages.get_clustering`` caches it (and trains the network it embeds with).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,15 +19,11 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from torch import Tensor
 
-from ddm.cache import ArtifactCache, torch_bytes
 from ddm.config import ExperimentConfig
 from ddm.data import DataSplits
 from ddm.errors import ConfigError, DataError
-from ddm.stages import stage
-from ddm.target import Target, get_target, target_entry
 from ddm.train import predict
 
-CLUSTER_KIND, CLUSTER_SCHEMA = stage("clusters").kind, stage("clusters").schema  # ddm/stages.py
 PCA_DIMS = 32  # pixel embedding: enough components to separate digit styles, cheap for k-means
 EXTRACTOR_SEED_OFFSET = 1  # the extractor is the target's architecture trained from another seed
 
@@ -43,11 +41,16 @@ class Clustering:
     n_classes: int
     clusters_per_class: int
     centroids: Tensor
-    key: str = ""  # cache key of the clustering ("" when built by hand); synsets are keyed by it
 
     @property
     def n_clusters(self) -> int:
         return self.n_classes * self.clusters_per_class
+
+    def digest(self) -> str:
+        """A digest of the grouping (its cluster ids and K): what keys the synsets and influence
+        tensors distilled from it apart from those of another grouping of the same config."""
+        blob = self.cluster_ids.cpu().numpy().tobytes() + str(self.n_clusters).encode()
+        return hashlib.sha256(blob).hexdigest()[:24]
 
     def sizes(self) -> Tensor:
         return torch.bincount(self.cluster_ids, minlength=self.n_clusters)
@@ -64,8 +67,7 @@ class Clustering:
         """The same samples with one cluster per class (the hierarchy's top level, K = L)."""
         centroids = torch.stack([self.centroids[self.cluster_class() == c].mean(0)
                                  for c in range(self.n_classes)])
-        key = f"{self.key}/class-level" if self.key else ""
-        return Clustering(self.labels.clone(), self.labels, self.n_classes, 1, centroids, key)
+        return Clustering(self.labels.clone(), self.labels, self.n_classes, 1, centroids)
 
 
 def check_cluster_sizes(labels: Tensor, n_classes: int, clusters_per_class: int) -> None:
@@ -141,56 +143,21 @@ class _EmbedView(torch.nn.Module):
         return self.model.embed(x)
 
 
-def clustering_key(config: ExperimentConfig, cache: ArtifactCache) -> dict:
-    spec = config.cluster
-    key = {"schema": CLUSTER_SCHEMA, "data": config.data.key(),
-           "cluster": dataclasses.asdict(spec)}
-    # The embedding decides the k-means clusters and every centroid, so its network is in the key.
-    if spec.embedding == "extractor":
-        key["extractor"] = target_entry(extractor_config(config), cache).key
-    elif spec.embedding == "target":
-        key["target"] = target_entry(config, cache).key
-    return key
-
-
-def get_clustering(config: ExperimentConfig, data: DataSplits, *, target: Target | None = None,
-                   cache: ArtifactCache | None = None, device: str = "auto",
-                   progress: bool | None = None) -> Clustering:
-    """The cached clustering of ``config`` (computing it, and its extractor, when missing)."""
-    cache = cache or ArtifactCache()
-    entry = cache.entry(CLUSTER_KIND, clustering_key(config, cache))
-
-    def compute() -> Clustering:
-        clustering = dataclasses.replace(_compute(config, data, target, cache, device, progress),
-                                         key=entry.key)
-        entry.save({"clusters.pt": torch_bytes(dataclasses.asdict(clustering))},
-                   {"sizes": clustering.sizes().tolist()})
-        return clustering
-
-    return entry.get_or_compute(lambda: Clustering(**entry.load_torch("clusters.pt")), compute)
-
-
-def _compute(config: ExperimentConfig, data: DataSplits, target: Target | None,
-             cache: ArtifactCache, device: str, progress: bool | None) -> Clustering:
+def compute_clustering(config: ExperimentConfig, data: DataSplits,
+                       network: torch.nn.Module | None) -> Clustering:
+    """The clustering ``config.cluster`` asks for; ``network`` embeds the images (the target or the
+    extractor) unless the embedding is ``pixels``."""
     spec, labels = config.cluster, data.train_y
     n_classes, per_class = data.info.num_classes, spec.clusters_per_class
-    embeddings = _embeddings(config, data, target, cache, device, progress)
+    if spec.embedding == "pixels":
+        embeddings = pixel_embeddings(data.train_x, spec.cluster_seed)
+    else:
+        if network is None:
+            raise ValueError(f"the {spec.embedding!r} embedding needs its network")
+        embeddings = embed(network, data.train_x)
     if spec.cluster_method == "sequential":
         cluster_ids = sequential_clusters(labels, n_classes, per_class)
     else:
         cluster_ids = kmeans_clusters(embeddings, labels, n_classes, per_class, spec.cluster_seed)
     centroids = centroids_of(embeddings, cluster_ids, n_classes * per_class)
     return Clustering(cluster_ids, labels.clone(), n_classes, per_class, centroids)
-
-
-def _embeddings(config: ExperimentConfig, data: DataSplits, target: Target | None,
-                cache: ArtifactCache, device: str, progress: bool | None) -> Tensor:
-    spec = config.cluster
-    if spec.embedding == "pixels":
-        return pixel_embeddings(data.train_x, spec.cluster_seed)
-    if spec.embedding == "target":
-        target = target or get_target(config, data=data, cache=cache, device=device, progress=progress)
-        return embed(target.model, data.train_x)
-    extractor = get_target(extractor_config(config), data=data, cache=cache, device=device,
-                           progress=progress)
-    return embed(extractor.model, data.train_x)

@@ -16,11 +16,12 @@ import torch
 from torch import Tensor
 
 from ddm.attribute import DDMAttributor, synthetic_gradients
-from ddm.cache import ArtifactCache
 from ddm.cluster import Clustering
 from ddm.config import ExperimentConfig
 from ddm.data import DataSplits
-from ddm.distill import Synset, all_pairs, evaluate_matching, get_synset, init_synset, initial_label_logits
+from ddm.distill import Synset, all_pairs, evaluate_matching, init_synset, initial_label_logits
+from ddm.resolver import Resolver
+from ddm.stages import get_synset
 from ddm.target import Target
 
 __all__ = ["DDMAttributor", "MatchingReport", "Synset", "distilled_pairs", "get_synset", "matching_report",
@@ -59,10 +60,10 @@ class MatchingReport:
 
 
 def matching_report(config: ExperimentConfig, target: Target, data: DataSplits, grouping: Clustering,
-                    level: str, mode: str = "reverse", cache: ArtifactCache | None = None) -> MatchingReport:
+                    level: str, mode: str = "reverse", resolver: Resolver | None = None) -> MatchingReport:
     """Distil (or load) the synset of ``grouping`` and measure the matching loss over every admissible
     checkpoint pair before (its initial real images and labels) and after distillation."""
-    synset = get_synset(config, target, data, grouping, mode=mode, cache=cache)
+    synset = get_synset(config, target, data, grouping, mode=mode, resolver=resolver or Resolver())
     initial = undistilled_synset(config, data, grouping)
     initial_targets: Tensor | None = None  # the clusters' hard labels
     if config.distill.synset_labels == "soft":

@@ -17,25 +17,21 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ddm.cache import ArtifactCache, torch_bytes
 from ddm.cluster import Clustering
-from ddm.config import DISTILL_MODES, DistillConfig, ExperimentConfig
+from ddm.config import DISTILL_MODES, DistillConfig
 from ddm.data import DataSplits
 from ddm.errors import ConfigError, DivergedError
 from ddm.functional import Params, params_from_flat, per_cluster_gradients, per_sample_gradients, segment_mean
 from ddm.registry import Registry
-from ddm.stages import stage
-from ddm.target import Target, weights_key
+from ddm.target import Target
 
-SYNSET_KIND, SYNSET_SCHEMA = stage("synset").kind, stage("synset").schema  # ddm/stages.py
 MODES = DISTILL_MODES
 COS_EPS = 1e-6  # as in the dataset-condensation code: keeps the cosine finite for a zero gradient
 CONVERGE_WINDOW = 25  # steps between two convergence checks (converge_tol). A check evaluates the
@@ -131,53 +127,40 @@ def init_synset(images: Tensor, labels: Tensor, clustering: Clustering, ipc: int
     return images[rows].clone(), labels[rows].clone(), cluster_ids
 
 
-# Per-cluster real gradients are shared within a process by (target weights, clustering, checkpoint
+# Per-cluster real gradients can be shared within a process by (target weights, clustering, checkpoint
 # step, device): the default synset, the DDM-match synset, the paper-schedule synset (its per-epoch
 # checkpoints are steps of the dense trajectory) and the fine-tune's cluster weights all need them,
-# and they were most of a cold MNIST-small Table 1's distillation time. Bounded in bytes, LRU.
-SHARED_GRADIENT_BYTES = 2 * 2**30
-_SHARED_GRADIENTS: OrderedDict[tuple, Params] = OrderedDict()
-
-
-def _share(key: tuple, grads: Params) -> None:
-    _SHARED_GRADIENTS[key] = grads
-    total = sum(map(_nbytes, _SHARED_GRADIENTS.values()))
-    while total > SHARED_GRADIENT_BYTES and len(_SHARED_GRADIENTS) > 1:
-        total -= _nbytes(_SHARED_GRADIENTS.popitem(last=False)[1])
-
-
-def _nbytes(grads: Params) -> int:
-    return sum(g.numel() * g.element_size() for g in grads.values())
+# and they were most of a cold MNIST-small Table 1's distillation time. The memo (a bounded mapping)
+# and the prefix naming those weights and clusters in it come from the caller (``ddm.stages``).
+SharedGradients = tuple[MutableMapping[tuple, Params], tuple]
 
 
 class RealGradients:
     """Per-cluster real gradients at trajectory checkpoints, each computed once per process.
 
     With ``real_batch`` set, each call draws that many real images per cluster instead (no caching).
+    ``shared``: a memo shared with other users of the same weights and clusters, and their prefix in it.
     """
 
     def __init__(self, target: Target, images: Tensor, labels: Tensor, clustering: Clustering,
-                 real_batch: int | None, generator: torch.Generator) -> None:
+                 real_batch: int | None, generator: torch.Generator,
+                 shared: SharedGradients | None = None) -> None:
         self.model, self.trajectory, self.steps = target.model, target.trajectory, target.checkpoint_steps
         self.images, self.labels, self.clustering = images, labels, clustering
         self.real_batch, self.generator = real_batch, generator
-        # a hand-built clustering has no key: its gradients stay with this object; a perturbed copy
-        # of a target (meta "perturb", bench/stability.py) shares its config but not its gradients
-        self.prefix = ((weights_key(target.config), target.meta.get("perturb"), clustering.key,
-                        str(images.device)) if clustering.key else None)
+        self.memo, self.prefix = shared if shared is not None else (None, None)
         self.cached: dict[int, Params] = {}
 
     def __call__(self, checkpoint: int) -> Params:
         if self.real_batch is not None:
             return self._compute(checkpoint)
-        key = None if self.prefix is None else (*self.prefix, self.steps[checkpoint])
-        if key is not None and key in _SHARED_GRADIENTS:
-            _SHARED_GRADIENTS.move_to_end(key)
-            return _SHARED_GRADIENTS[key]
+        key = None if self.memo is None else (*self.prefix, self.steps[checkpoint])
+        if key is not None and key in self.memo:
+            return self.memo[key]
         if checkpoint not in self.cached:
             self.cached[checkpoint] = self._compute(checkpoint)
             if key is not None:
-                _share(key, self.cached[checkpoint])
+                self.memo[key] = self.cached[checkpoint]
         return self.cached[checkpoint]
 
     def _compute(self, checkpoint: int) -> Params:
@@ -205,17 +188,18 @@ def initial_label_logits(labels: Tensor, n_classes: int, own_probability: float)
 
 
 def distill(target: Target, data: DataSplits, clustering: Clustering, cfg: DistillConfig, *,
-            mode: str = "reverse", progress: bool | None = None) -> Synset:
+            mode: str = "reverse", progress: bool | None = None,
+            shared: SharedGradients | None = None) -> Synset:
     """Run up to ``cfg.distill_steps`` synset updates (fewer when ``converge_tol`` stops it early);
-    returns the synset (on the CPU)."""
+    returns the synset (on the CPU). ``shared``: the real gradients' memo (see :class:`RealGradients`)."""
     _validate(cfg, mode, len(target.trajectory))
     device = next(target.model.parameters()).device
     generator = torch.Generator().manual_seed(cfg.distill_seed)
     images, labels, cluster_ids = init_synset(data.train_x, data.train_y, clustering, cfg.ipc, generator)
     synthetic = images.to(device).requires_grad_(True)
     labels, cluster_ids = labels.to(device), cluster_ids.to(device)
-    real_grads = RealGradients(target, data.train_x.to(device),
-                               data.train_y.to(device), _on(clustering, device), cfg.real_batch, generator)
+    real_grads = RealGradients(target, data.train_x.to(device), data.train_y.to(device),
+                               _on(clustering, device), cfg.real_batch, generator, shared)
     lr = cfg.lr_img if mode == "reverse" else cfg.lr_img_match
     groups = [{"params": [synthetic], "lr": lr}]
     label_logits = None
@@ -326,26 +310,3 @@ def _validate(cfg: DistillConfig, mode: str, n_checkpoints: int) -> None:
         raise ConfigError(f"step_length {cfg.step_length} needs a trajectory of more than "
                           f"{cfg.step_length} checkpoints; this one has {n_checkpoints}. Record more "
                           f"checkpoints (checkpoint_every) or lower step_length")
-
-
-def synset_key(config: ExperimentConfig, target: Target, clustering: Clustering, mode: str) -> dict:
-    if not clustering.key:
-        raise ValueError("only a clustering from get_clustering() (which has a cache key) can be cached")
-    return {"schema": SYNSET_SCHEMA, "target": target.entry.key, "clusters": clustering.key,
-            "mode": mode, "distill": dataclasses.asdict(config.distill)}
-
-
-def get_synset(config: ExperimentConfig, target: Target, data: DataSplits, clustering: Clustering, *,
-               mode: str = "reverse", cache: ArtifactCache | None = None,
-               progress: bool | None = None) -> Synset:
-    """The cached synset of (target, clustering, distill config, mode), distilled when missing."""
-    cache = cache or ArtifactCache()
-    entry = cache.entry(SYNSET_KIND, synset_key(config, target, clustering, mode))
-
-    def compute() -> Synset:
-        synset = distill(target, data, clustering, config.distill, mode=mode, progress=progress)
-        entry.save({"synset.pt": torch_bytes(dataclasses.asdict(synset))},
-                   {"seconds": synset.seconds, "final_loss": synset.losses[-1] if synset.losses else None})
-        return synset
-
-    return entry.get_or_compute(lambda: Synset(**entry.load_torch("synset.pt")), compute)

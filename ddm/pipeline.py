@@ -16,14 +16,16 @@ from typing import Any
 import torch
 
 from ddm.attributor import METHODS, Attributor, HasDatamodel, Queries, require
-from ddm.cache import ArtifactCache, atomic_write_bytes, torch_bytes
-from ddm.cluster import Clustering, get_clustering
+from ddm.cluster import Clustering
 from ddm.config import ExperimentConfig
 from ddm.data import DataSplits
 from ddm.errors import ConfigError
+from ddm.io import atomic_write_bytes, torch_bytes
 from ddm.objectives import GLOBAL, get_objective
 from ddm.provenance import environment
-from ddm.target import Target, get_target, load_data, with_data_identity
+from ddm.resolver import Resolver
+from ddm.stages import get_clustering, get_data, get_target, identified
+from ddm.target import Target
 
 
 @dataclass
@@ -34,19 +36,20 @@ class Stages:
     data: DataSplits
     target: Target
     clustering: Clustering
-    cache: ArtifactCache
+    resolver: Resolver
 
 
 def prepare(config: ExperimentConfig, *, data_root: str | None = None, device: str = "auto",
-            cache: ArtifactCache | None = None, progress: bool | None = None) -> Stages:
-    """Load the data, then train (or load) the target and cluster its training set."""
-    cache = cache or ArtifactCache()
-    data = load_data(config, data_root)
-    config = with_data_identity(config, data, data_root)  # another --data-root, other entries
-    target = get_target(config, data=data, device=device, cache=cache, progress=progress)
-    clustering = get_clustering(config, data, target=target, cache=cache, device=device,
+            resolver: Resolver | None = None, progress: bool | None = None) -> Stages:
+    """Load the data, then train (or load) the target and cluster its training set (each memoized by
+    the resolver: a second call with the same config costs nothing)."""
+    resolver = resolver or Resolver()
+    data = get_data(config, data_root, resolver=resolver)
+    config = identified(config, data_root, resolver)  # another --data-root, other entries
+    target = get_target(config, resolver=resolver, data=data, device=device, progress=progress)
+    clustering = get_clustering(config, data, resolver=resolver, target=target, device=device,
                                 progress=progress)
-    return Stages(config, data, target, clustering, cache)
+    return Stages(config, data, target, clustering, resolver)
 
 
 def fit_method(name: str, stages: Stages, *, options: Any = None, progress: bool | None = None) -> Attributor:
@@ -54,7 +57,7 @@ def fit_method(name: str, stages: Stages, *, options: Any = None, progress: bool
     its defaults) and run its offline stage. ``ddm`` and ``ddm_match`` are always registered; the
     baselines once ``baselines`` is imported (``ddm`` itself never imports it)."""
 
-    attributor = METHODS[name](stages.config, options=options, cache=stages.cache, progress=progress)
+    attributor = METHODS[name](stages.config, options=options, resolver=stages.resolver, progress=progress)
     attributor.fit(stages.target, stages.data, stages.clustering)
     return attributor
 

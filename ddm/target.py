@@ -1,7 +1,8 @@
-"""The trained target network and its trajectory, built once per config and cached.
+"""The trained target network and its trajectory, and the data it is trained on.
 
-``get_target(config)`` returns the cached target when one exists for exactly this config (verified),
-resumes an interrupted training run from its last finished epoch, or trains from scratch.
+Pure computation: :func:`train_target` trains (resuming from a given state) and returns the payload
+the ``target`` stage saves; :func:`target_from` rebuilds the :class:`Target` from it.
+``ddm.stages.get_target`` is where this meets the cache.
 """
 
 from __future__ import annotations
@@ -9,23 +10,19 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ddm.cache import ArtifactCache, CacheEntry, config_key, torch_bytes
-from ddm.config import ExperimentConfig, torch_dtype, with_overrides
+from ddm.config import ExperimentConfig, torch_dtype
 from ddm.data import DataSplits, load_dataset
 from ddm.errors import DataError
 from ddm.models import build_model
 from ddm.provenance import environment
-from ddm.stages import stage
-from ddm.train import TrainState, accuracy, load_flat_params, resolve_device, resume_state, train
-
-TARGET_KIND, TARGET_SCHEMA = stage("target").kind, stage("target").schema  # declared in ddm/stages.py
-TRAJECTORY_FILE = "trajectory.pt"
+from ddm.train import TrainState, accuracy, load_flat_params, resume_state, train
 
 
 @dataclass
@@ -37,7 +34,6 @@ class Target:
     trajectory: Tensor  # [n_checkpoints, P] in the config's precision; row 0 = theta_0, last = theta_tau
     checkpoint_steps: list[int]
     meta: dict[str, Any]  # accuracies, timings, device, versions, data source
-    entry: CacheEntry
 
     def model_at(self, checkpoint: int) -> nn.Module:
         """A fresh copy of the network holding trajectory row ``checkpoint`` (0 = theta_0)."""
@@ -54,19 +50,6 @@ def fresh_model(config: ExperimentConfig, in_shape: tuple[int, int, int],
     return build_model(spec.arch, tuple(in_shape), num_classes, width=spec.width, depth=spec.depth,
                        init=spec.init, seed=config.train.seed, activation=spec.activation,
                        dtype=torch_dtype(config))
-
-
-def target_entry(config: ExperimentConfig, cache: ArtifactCache) -> CacheEntry:
-    return cache.entry(TARGET_KIND, {"schema": TARGET_SCHEMA, **config.target_key()})
-
-
-def weights_key(config: ExperimentConfig) -> str:
-    """Key of the fields that decide the trained *weights*: the target key without
-    ``checkpoint_every``, which only changes how densely the trajectory is recorded. Exact
-    retrainings are keyed by it, so a denser trajectory does not invalidate the oracle."""
-    key = config.target_key()
-    key["train"] = {name: value for name, value in key["train"].items() if name != "checkpoint_every"}
-    return config_key(TARGET_KIND, {"schema": TARGET_SCHEMA, **key})
 
 
 def load_data(config: ExperimentConfig, data_root: str | None = None) -> DataSplits:
@@ -99,14 +82,6 @@ def data_fingerprint(data: DataSplits) -> str:
     return digest.hexdigest()[:24]
 
 
-def with_data_identity(config: ExperimentConfig, data: DataSplits,
-                       data_root: str | None) -> ExperimentConfig:
-    """``config`` naming the loaded data when it came from a data root (bundled data: unchanged)."""
-    if data_root is None:
-        return config
-    return with_overrides(config, data_fingerprint=data_fingerprint(data))
-
-
 def add_noise(data: DataSplits, fraction: float, norm: float, seed: int,
               relative: float | None = None) -> DataSplits:
     """Gaussian noise on a seeded ``fraction`` of the training images (Table 6): of L2 norm ``norm``,
@@ -128,50 +103,28 @@ def add_noise(data: DataSplits, fraction: float, norm: float, seed: int,
     return dataclasses.replace(data, train_x=train_x, noisy_rows=rows)
 
 
-def get_target(
-    config: ExperimentConfig,
-    *,
-    data: DataSplits | None = None,
-    data_root: str | None = None,
-    device: str = "auto",
-    cache: ArtifactCache | None = None,
-    progress: bool | None = None,
-) -> Target:
-    """Load the cached target of ``config`` or train it (resuming an interrupted run). Data read
-    from ``data_root`` (loaded here when ``data`` is None) is named by its fingerprint in the key."""
-    cache = cache or ArtifactCache()
-    if data_root is not None and config.data.data_fingerprint is None:
-        data = data if data is not None else load_data(config, data_root)
-        config = with_data_identity(config, data, data_root)
-    entry = target_entry(config, cache)
-    torch_device = resolve_device(device)
-    return entry.get_or_compute(
-        lambda: _load_target(config, entry, torch_device),
-        lambda: _train_target(config, entry, data if data is not None else load_data(config, data_root),
-                              torch_device, progress))
-
-
-def _load_target(config: ExperimentConfig, entry: CacheEntry, device: torch.device) -> Target:
-    stored = entry.load_torch(TRAJECTORY_FILE)  # verifies the whole entry once
-    meta = entry.manifest()["meta"]
+def target_from(config: ExperimentConfig, payload: dict[str, Any], meta: dict[str, Any],
+                device: torch.device) -> Target:
+    """The target a ``target`` payload holds: theta_tau (its trajectory's last row) on ``device``."""
     model = fresh_model(config, meta["in_shape"], meta["num_classes"]).to(device)
-    load_flat_params(model, stored["trajectory"][-1])
-    return Target(config, model.eval(), stored["trajectory"], stored["checkpoint_steps"],
-                  meta, entry)
+    load_flat_params(model, payload["trajectory"][-1])
+    return Target(config, model.eval(), payload["trajectory"], payload["checkpoint_steps"], meta)
 
 
-def _train_target(config: ExperimentConfig, entry: CacheEntry, data: DataSplits,
-                  device: torch.device, progress: bool | None) -> Target:
+def train_target(config: ExperimentConfig, data: DataSplits, device: torch.device, progress: bool | None,
+                 resumed: dict[str, Any] | None = None,
+                 checkpoint: Callable[[dict[str, Any]], None] | None = None) -> tuple[dict[str, Any], dict]:
+    """Train the target of ``config`` (from ``resumed``, the last state ``checkpoint`` was given,
+    when there is one): its payload (trajectory, checkpoint steps, history) and meta."""
     info = data.info
     model = fresh_model(config, info.shape, info.num_classes)
-    partial = entry.load_partial()
-    resume = resume_state(partial.get("state")) if partial else None
-    elapsed_before = float(partial.get("seconds", 0.0)) if resume is not None else 0.0
+    resume = resume_state(resumed.get("state")) if resumed else None
+    elapsed_before = float(resumed.get("seconds", 0.0)) if resume is not None else 0.0
     start = time.perf_counter()
 
     def save_progress(state: TrainState) -> None:
-        seconds = elapsed_before + time.perf_counter() - start
-        entry.save_partial({"state": vars(state), "seconds": seconds})
+        if checkpoint is not None:
+            checkpoint({"state": vars(state), "seconds": elapsed_before + time.perf_counter() - start})
 
     result = train(model, data.train_x, data.train_y, config.train, device=device, resume=resume,
                    on_epoch_end=save_progress, progress=progress, desc=f"train {info.name}")
@@ -179,8 +132,7 @@ def _train_target(config: ExperimentConfig, entry: CacheEntry, data: DataSplits,
     meta = _target_meta(config, data, result.model, seconds, device, resumed=resume is not None)
     payload = {"trajectory": result.trajectory, "checkpoint_steps": result.checkpoint_steps,
                "history": result.history}
-    entry.save({TRAJECTORY_FILE: torch_bytes(payload)}, meta)
-    return Target(config, result.model, result.trajectory, result.checkpoint_steps, meta, entry)
+    return payload, meta
 
 
 def _target_meta(config: ExperimentConfig, data: DataSplits, model: nn.Module, seconds: float,

@@ -2,9 +2,10 @@
 
 import pytest
 
-from ddm.cache import ArtifactCache
 from ddm.config import preset, with_overrides
-from ddm.target import get_target, load_data
+from ddm.resolver import Resolver
+from ddm.stages import get_target
+from ddm.target import load_data
 
 # 30 images per class, width 8, 4 epochs -> 5 checkpoints (one per epoch, not the smoke preset's
 # denser trajectory); 3 clusters per class (K = 30).
@@ -13,8 +14,8 @@ TINY = with_overrides(preset("smoke", "digits"), epochs=4, width=8, n_per_class=
 
 
 @pytest.fixture(scope="session")
-def tiny_cache(tmp_path_factory):
-    return ArtifactCache(tmp_path_factory.mktemp("ddm-cache"))
+def tiny_resolver(tmp_path_factory):
+    return Resolver(tmp_path_factory.mktemp("ddm-cache"))
 
 
 @pytest.fixture(scope="session")
@@ -23,5 +24,12 @@ def digits_data():
 
 
 @pytest.fixture(scope="session")
-def digits_target(tiny_cache, digits_data):
-    return get_target(TINY, data=digits_data, cache=tiny_cache, device="cpu", progress=False)
+def digits_target(tiny_resolver, digits_data):
+    return get_target(TINY, data=digits_data, resolver=tiny_resolver, device="cpu", progress=False)
+
+
+def retrained_entry(resolver, target, spec):
+    """The cache entry of one exact retraining of ``target`` (the tests look inside it)."""
+    from baselines.exact import retrain_fields
+
+    return resolver._entry("retrained", target.config, retrain_fields(spec))[1]

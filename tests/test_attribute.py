@@ -6,14 +6,14 @@ import torch
 from bench.ladder import PREVIOUS_DDM
 from ddm.attribute import DDMAttributor, DDMMatchAttributor, SynsetUnlearner, hierarchical_search
 from ddm.attributor import METHODS, Queries
-from ddm.cache import ArtifactCache
-from ddm.cluster import get_clustering
 from ddm.config import preset, with_overrides
 from ddm.datamodel import Datamodel
 from ddm.distill import Synset
 from ddm.functional import finetune_one, model_params
 from ddm.objectives import dist1, to_probabilities
-from ddm.target import get_target, load_data
+from ddm.resolver import Resolver
+from ddm.stages import get_clustering, get_target
+from ddm.target import load_data
 from ddm.train import accuracy
 from tests.conftest import TINY
 
@@ -84,9 +84,9 @@ def test_hierarchical_search_finds_the_planted_cluster_with_L_plus_C_finetunes()
 
 
 @pytest.fixture(scope="module")
-def fitted(tiny_cache, digits_data, digits_target):
-    clustering = get_clustering(TINY, digits_data, cache=tiny_cache, device="cpu", progress=False)
-    attributor = DDMAttributor(TINY, cache=tiny_cache, progress=False)
+def fitted(tiny_resolver, digits_data, digits_target):
+    clustering = get_clustering(TINY, digits_data, resolver=tiny_resolver, device="cpu", progress=False)
+    attributor = DDMAttributor(TINY, resolver=tiny_resolver, progress=False)
     attributor.fit(digits_target, digits_data, clustering)
     return attributor
 
@@ -140,13 +140,13 @@ def test_whole_hard_label_reverse_synset_unlearns_far_more_than_gradient_matchin
     schedule both synsets wreck the model (reverse 0.18, match 0.09); the current default's fine-tune
     stays linear and unlearns neither (MNIST small Table 4: 95.6 % against 96.3 %)."""
     config = with_overrides(preset("smoke", "digits"), **PREVIOUS_DDM)
-    cache = ArtifactCache(tmp_path)
+    cache = Resolver(tmp_path)
     data = load_data(config)
-    target = get_target(config, data=data, cache=cache, device="cpu", progress=False)
-    clustering = get_clustering(config, data, target=target, cache=cache, device="cpu", progress=False)
+    target = get_target(config, data=data, resolver=cache, device="cpu", progress=False)
+    clustering = get_clustering(config, data, target=target, resolver=cache, device="cpu", progress=False)
     accuracies = {}
     for method in (DDMAttributor, DDMMatchAttributor):
-        attributor = method(config, cache=cache, progress=False)
+        attributor = method(config, resolver=cache, progress=False)
         attributor.fit(target, data, clustering)
         accuracies[method.name] = accuracy(attributor.unlearn_all(), data.test_x, data.test_y)
     assert accuracies["ddm"] < accuracies["ddm_match"] - 0.15, accuracies

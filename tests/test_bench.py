@@ -341,8 +341,8 @@ def test_changing_a_lissa_option_changes_the_table2_cell_key(monkeypatch, tmp_pa
     from baselines.fastif import FastIFConfig
     from baselines.influence import LissaConfig
     from bench import base, runner
-    from ddm.cache import ArtifactCache
     from ddm.config import preset
+    from ddm.resolver import Resolver
 
     keys = []
 
@@ -352,14 +352,16 @@ def test_changing_a_lissa_option_changes_the_table2_cell_key(monkeypatch, tmp_pa
         def run_seed(self, ctx, seed):
             return {"r": {"c": {"value": 1.0}}}, {}
 
-    ctx = base.RunContext(preset("smoke", "digits"), ArtifactCache(tmp_path))
-    real_entry = ctx.cache.entry
+    ctx = base.RunContext(preset("smoke", "digits"), Resolver(tmp_path))
+    real_describe = ctx.resolver.describe
 
-    def spy(kind, config):
-        keys.append(real_entry(kind, config).key)
-        return real_entry(kind, config)
+    def spy(name, config, fields=None):
+        described = real_describe(name, config, fields)
+        if name == "cells":
+            keys.append(json.dumps(described, sort_keys=True))
+        return described
 
-    monkeypatch.setattr(ctx.cache, "entry", spy)
+    monkeypatch.setattr(ctx.resolver, "describe", spy)
     runner._seed_cells(Probe(), ctx, 0)
     ctx.method_options = {"koh": dataclasses.replace(LissaConfig(), depth=7)}
     runner._seed_cells(Probe(), ctx, 0)
@@ -372,8 +374,8 @@ def test_cells_record_the_cpu_threads_that_computed_them(tmp_path):
     import torch
 
     from bench import base, runner
-    from ddm.cache import ArtifactCache
     from ddm.config import preset
+    from ddm.resolver import Resolver
 
     class Probe(base.BenchTarget):
         name, title, rows, columns = "table2", "t", ["r"], ["c"]
@@ -381,7 +383,7 @@ def test_cells_record_the_cpu_threads_that_computed_them(tmp_path):
         def run_seed(self, ctx, seed):
             return {"r": {"c": {"value": 1.0}}}, {}
 
-    ctx = base.RunContext(preset("smoke", "digits"), ArtifactCache(tmp_path), device="cpu")
+    ctx = base.RunContext(preset("smoke", "digits"), Resolver(tmp_path), device="cpu")
     computed = runner._seed_cells(Probe(), ctx, 0)
     loaded = runner._seed_cells(Probe(), ctx, 0)  # from the cache
     assert computed[3] == loaded[3] == torch.get_num_threads()

@@ -8,12 +8,13 @@ import torch
 from ddm.cluster import (
     Clustering,
     centroids_of,
-    get_clustering,
     kmeans_clusters,
     sequential_clusters,
 )
 from ddm.config import with_overrides
 from ddm.errors import ConfigError, DataError
+from ddm.resolver import Resolver
+from ddm.stages import get_clustering
 from tests.conftest import TINY
 
 LABELS = torch.tensor([0, 1, 0, 0, 1, 1, 0, 1, 0, 1])
@@ -52,33 +53,35 @@ def test_centroids_by_hand():
 
 
 def test_class_level_is_the_labels():
-    clustering = Clustering(sequential_clusters(LABELS, 2, 2), LABELS, 2, 2, torch.zeros(4, 3), "k")
+    clustering = Clustering(sequential_clusters(LABELS, 2, 2), LABELS, 2, 2, torch.zeros(4, 3))
     top = clustering.class_level()
     assert top.n_clusters == 2 and torch.equal(top.cluster_ids, LABELS)
     assert torch.equal(clustering.cluster_class(), torch.tensor([0, 0, 1, 1]))
-    assert top.key == "k/class-level"
+    assert top.digest() != clustering.digest()  # its synsets and influence tensors are its own
 
 
-def test_get_clustering_covers_every_sample_and_is_cached(tiny_cache, digits_data):
-    first = get_clustering(TINY, digits_data, cache=tiny_cache, device="cpu", progress=False)
-    assert first.n_clusters == 30 and first.key
+def test_get_clustering_covers_every_sample_and_is_cached(tiny_resolver, digits_data):
+    first = get_clustering(TINY, digits_data, resolver=tiny_resolver, device="cpu", progress=False)
+    assert first.n_clusters == 30
     assert torch.equal(first.cluster_ids // 3, digits_data.train_y)
     assert (first.sizes() > 0).all() and first.sizes().sum() == len(digits_data.train_y)
-    again = get_clustering(TINY, digits_data, cache=tiny_cache, device="cpu", progress=False)
-    assert torch.equal(first.cluster_ids, again.cluster_ids) and again.key == first.key
+    again = get_clustering(TINY, digits_data, resolver=Resolver(tiny_resolver.root), device="cpu",
+                           progress=False)  # a fresh resolver: loaded from disk, not memoized
+    assert again is not first and torch.equal(first.cluster_ids, again.cluster_ids)
+    assert again.digest() == first.digest()
 
 
-def test_sequential_and_kmeans_differ_and_key_differs(tiny_cache, digits_data):
-    kmeans = get_clustering(TINY, digits_data, cache=tiny_cache, device="cpu", progress=False)
+def test_sequential_and_kmeans_differ_and_key_differs(tiny_resolver, digits_data):
+    kmeans = get_clustering(TINY, digits_data, resolver=tiny_resolver, device="cpu", progress=False)
     config = with_overrides(TINY, cluster_method="sequential")
-    sequential = get_clustering(config, digits_data, cache=tiny_cache, device="cpu", progress=False)
-    assert sequential.key != kmeans.key
+    sequential = get_clustering(config, digits_data, resolver=tiny_resolver, device="cpu", progress=False)
+    assert tiny_resolver.key("clusters", config) != tiny_resolver.key("clusters", TINY)
     assert not torch.equal(sequential.cluster_ids, kmeans.cluster_ids)
 
 
-def test_extractor_embedding_trains_a_separate_network(tiny_cache, digits_data, digits_target):
+def test_extractor_embedding_trains_a_separate_network(tiny_resolver, digits_data, digits_target):
     config = with_overrides(TINY, embedding="extractor")
-    clustering = get_clustering(config, digits_data, cache=tiny_cache, device="cpu", progress=False)
+    clustering = get_clustering(config, digits_data, resolver=tiny_resolver, device="cpu", progress=False)
     assert clustering.centroids.shape == (30, digits_target.model.embed_dim)
 
 

@@ -5,7 +5,6 @@ import dataclasses
 import pytest
 import torch
 
-from ddm.cluster import get_clustering
 from ddm.config import DistillConfig
 from ddm.distill import (
     DISTANCES,
@@ -13,11 +12,12 @@ from ddm.distill import (
     checkpoint_pair,
     distill,
     evaluate_matching,
-    get_synset,
     init_synset,
     initial_label_logits,
 )
 from ddm.errors import ConfigError
+from ddm.resolver import Resolver
+from ddm.stages import get_clustering, get_synset
 from tests.conftest import TINY
 
 
@@ -52,8 +52,8 @@ def test_checkpoint_pairings():
     assert drawn == set(all_pairs("reverse", "alg1", 6, 2))
 
 
-def test_init_synset_uses_real_images_of_each_cluster(tiny_cache, digits_data):
-    clustering = get_clustering(TINY, digits_data, cache=tiny_cache, device="cpu", progress=False)
+def test_init_synset_uses_real_images_of_each_cluster(tiny_resolver, digits_data):
+    clustering = get_clustering(TINY, digits_data, resolver=tiny_resolver, device="cpu", progress=False)
     images, labels, cluster_ids = init_synset(digits_data.train_x, digits_data.train_y, clustering, 2,
                                               torch.Generator().manual_seed(0))
     assert images.shape == (60, 1, 8, 8) and cluster_ids.tolist() == sorted(list(range(30)) * 2)
@@ -63,8 +63,8 @@ def test_init_synset_uses_real_images_of_each_cluster(tiny_cache, digits_data):
         assert (members == image).flatten(1).all(1).any()
 
 
-def test_step_length_longer_than_trajectory_is_rejected(tiny_cache, digits_data, digits_target):
-    clustering = get_clustering(TINY, digits_data, cache=tiny_cache, device="cpu", progress=False)
+def test_step_length_longer_than_trajectory_is_rejected(tiny_resolver, digits_data, digits_target):
+    clustering = get_clustering(TINY, digits_data, resolver=tiny_resolver, device="cpu", progress=False)
     with pytest.raises(ConfigError, match="step_length"):
         distill(digits_target, digits_data, clustering,
                 DistillConfig(step_length=len(digits_target.trajectory)), progress=False)
@@ -79,10 +79,10 @@ SOFT_REVERSE_RISES = pytest.mark.xfail(strict=True, reason="soft-label reverse m
 
 @pytest.mark.parametrize("mode,labels", [pytest.param("reverse", "soft", marks=SOFT_REVERSE_RISES),
                                          ("reverse", "hard"), ("match", "hard")])
-def test_matching_loss_falls_during_distillation(tiny_cache, digits_data, digits_target, mode, labels):
+def test_matching_loss_falls_during_distillation(tiny_resolver, digits_data, digits_target, mode, labels):
     """Acceptance: the (all-pairs) matching loss of the distilled synset is below its initial value
     (a soft synset judged with its own labels, before and after)."""
-    clustering = get_clustering(TINY, digits_data, cache=tiny_cache, device="cpu", progress=False)
+    clustering = get_clustering(TINY, digits_data, resolver=tiny_resolver, device="cpu", progress=False)
     cfg = dataclasses.replace(TINY.distill, distill_steps=30, synset_labels=labels)
     synset = distill(digits_target, digits_data, clustering, cfg, mode=mode, progress=False)
     initial, hard, _ = init_synset(digits_data.train_x, digits_data.train_y, clustering, cfg.ipc,
@@ -95,18 +95,20 @@ def test_matching_loss_falls_during_distillation(tiny_cache, digits_data, digits
     assert len(synset.losses) == 30 and not torch.equal(synset.images, initial)
 
 
-def test_real_batch_subsampling_runs(tiny_cache, digits_data, digits_target):
-    clustering = get_clustering(TINY, digits_data, cache=tiny_cache, device="cpu", progress=False)
+def test_real_batch_subsampling_runs(tiny_resolver, digits_data, digits_target):
+    clustering = get_clustering(TINY, digits_data, resolver=tiny_resolver, device="cpu", progress=False)
     cfg = dataclasses.replace(TINY.distill, distill_steps=3, real_batch=2)
     synset = distill(digits_target, digits_data, clustering, cfg, progress=False)
     assert torch.isfinite(synset.images).all()
 
 
-def test_get_synset_is_cached_per_mode(tiny_cache, digits_data, digits_target):
-    clustering = get_clustering(TINY, digits_data, cache=tiny_cache, device="cpu", progress=False)
+def test_get_synset_is_cached_per_mode(tiny_resolver, digits_data, digits_target):
+    clustering = get_clustering(TINY, digits_data, resolver=tiny_resolver, device="cpu", progress=False)
     config = dataclasses.replace(TINY, distill=dataclasses.replace(TINY.distill, distill_steps=3))
-    first = get_synset(config, digits_target, digits_data, clustering, cache=tiny_cache)
-    again = get_synset(config, digits_target, digits_data, clustering, cache=tiny_cache)
-    match = get_synset(config, digits_target, digits_data, clustering, mode="match", cache=tiny_cache)
+    first = get_synset(config, digits_target, digits_data, clustering, resolver=tiny_resolver)
+    assert get_synset(config, digits_target, digits_data, clustering, resolver=tiny_resolver) is first
+    again = get_synset(config, digits_target, digits_data, clustering, resolver=Resolver(tiny_resolver.root))
+    match = get_synset(config, digits_target, digits_data, clustering, mode="match", resolver=tiny_resolver)
+    assert again is not first  # loaded from disk by a fresh resolver
     assert torch.equal(first.images, again.images) and again.seconds == first.seconds
     assert not torch.equal(first.images, match.images)

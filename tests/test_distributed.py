@@ -7,9 +7,10 @@ paths are interchangeable; a Ray worker that dies mid-task costs a retry, never 
 import pytest
 import torch
 
-from baselines.exact import ExecutorConfig, Retrainer, RetrainSpec, retrain_entry, train_specs
-from ddm.cache import ArtifactCache
-from ddm.cluster import get_clustering
+from baselines.exact import ExecutorConfig, Retrainer, RetrainSpec, train_specs
+from ddm.resolver import Resolver
+from ddm.stages import get_clustering
+from tests.conftest import retrained_entry
 from tests.test_baselines import FEW
 
 RAY = ExecutorConfig(executor="ray")
@@ -24,8 +25,8 @@ RAY_ATOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def specs(tiny_cache, digits_data):
-    clustering = get_clustering(FEW, digits_data, cache=tiny_cache, device="cpu", progress=False)
+def specs(tiny_resolver, digits_data):
+    clustering = get_clustering(FEW, digits_data, resolver=tiny_resolver, device="cpu", progress=False)
     seed = FEW.train.seed
     return [RetrainSpec(tuple(clustering.members(k).tolist()), "same-seed", seed) for k in range(3)] + [
         RetrainSpec((), "same-seed", seed)]
@@ -40,10 +41,10 @@ def test_vectorized_retraining_equals_the_one_at_a_time_path(digits_target, digi
 
 
 def test_vectorized_entries_are_the_ones_the_local_path_reads(tmp_path, digits_target, digits_data, specs):
-    cache = ArtifactCache(tmp_path)
+    cache = Resolver(tmp_path)
     Retrainer(digits_target, digits_data, cache, execution=ExecutorConfig(batch=4),
               progress=False).thetas(specs)
-    entries = [retrain_entry(digits_target, spec, cache) for spec in specs]
+    entries = [retrained_entry(cache, digits_target, spec) for spec in specs]
     assert all(entry.is_complete() for entry in entries)
     assert entries[0].manifest()["meta"]["trained_by"] == "vectorized x4"
     again = Retrainer(digits_target, digits_data, cache, progress=False).thetas(specs)  # nothing to train
@@ -63,12 +64,12 @@ def ray_local():
 @pytest.mark.slow
 def test_ray_retraining_equals_the_local_path_and_fills_the_cache(ray_local, tmp_path, digits_target,
                                                                  digits_data, specs):
-    cache = ArtifactCache(tmp_path)
+    cache = Resolver(tmp_path)
     thetas = Retrainer(digits_target, digits_data, cache, execution=RAY, progress=False).thetas(specs)
     local = train_specs(FEW, digits_data, specs)
     for remote, here in zip(thetas, local, strict=True):
         torch.testing.assert_close(remote, here, rtol=0, atol=RAY_ATOL)
-    entries = [retrain_entry(digits_target, spec, cache) for spec in specs]
+    entries = [retrained_entry(cache, digits_target, spec) for spec in specs]
     assert all(entry.is_complete() for entry in entries)
     assert entries[0].manifest()["meta"]["trained_by"] == "ray x1"
 
@@ -76,14 +77,14 @@ def test_ray_retraining_equals_the_local_path_and_fills_the_cache(ray_local, tmp
 @pytest.mark.slow
 def test_a_ray_worker_that_dies_is_retried_and_nothing_is_lost(ray_local, tmp_path, digits_target,
                                                                digits_data, specs):
-    cache = ArtifactCache(tmp_path / "home")
+    cache = Resolver(tmp_path / "home")
     first = Retrainer(digits_target, digits_data, cache, progress=False)
     first.thetas(specs[:1])  # already cached before the Ray run: must survive it untouched
-    stamp = (retrain_entry(digits_target, specs[0], cache).path / "theta.pt").stat().st_mtime_ns
+    stamp = (retrained_entry(cache, digits_target, specs[0]).path / "theta.pt").stat().st_mtime_ns
     retrainer = Retrainer(digits_target, digits_data, cache, execution=RAY, progress=False)
     retrainer.fail_marker = str(tmp_path / "killed-once")
     thetas = retrainer.thetas(specs)
     assert (tmp_path / "killed-once").exists()  # a worker really died
     assert len(thetas) == len(specs)
-    assert all(retrain_entry(digits_target, spec, cache).is_complete() for spec in specs)
-    assert (retrain_entry(digits_target, specs[0], cache).path / "theta.pt").stat().st_mtime_ns == stamp
+    assert all(retrained_entry(cache, digits_target, spec).is_complete() for spec in specs)
+    assert (retrained_entry(cache, digits_target, specs[0]).path / "theta.pt").stat().st_mtime_ns == stamp

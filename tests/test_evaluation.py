@@ -7,21 +7,21 @@ import pytest
 from baselines.exact import ExactAttributor, removed_rows
 from baselines.similarity import RandomAttributor
 from bench.evaluation import build_oracle, cluster_lds, score_method
-from ddm.cluster import get_clustering
 from ddm.metrics import lds_masks
 from ddm.pipeline import Stages, select_queries
+from ddm.stages import get_clustering
 from tests.test_baselines import FEW
 
 
 @pytest.fixture(scope="module")
-def stages(tiny_cache, digits_data, digits_target):
-    clustering = get_clustering(FEW, digits_data, cache=tiny_cache, device="cpu", progress=False)
-    return Stages(FEW, digits_data, digits_target, clustering, tiny_cache)
+def stages(tiny_resolver, digits_data, digits_target):
+    clustering = get_clustering(FEW, digits_data, resolver=tiny_resolver, device="cpu", progress=False)
+    return Stages(FEW, digits_data, digits_target, clustering, tiny_resolver)
 
 
 @pytest.fixture(scope="module")
 def exact(stages):
-    attributor = ExactAttributor(FEW, cache=stages.cache, progress=False)
+    attributor = ExactAttributor(FEW, resolver=stages.resolver, progress=False)
     attributor.fit(stages.target, stages.data, stages.clustering)
     return attributor
 
@@ -36,7 +36,7 @@ def test_the_oracle_scores_itself_perfectly(stages, exact):
 
 def test_random_sits_between(stages, exact):
     oracle = build_oracle(exact, select_queries(stages.data, 6))
-    random = RandomAttributor(FEW, cache=stages.cache)
+    random = RandomAttributor(FEW, resolver=stages.resolver)
     random.fit(stages.target, stages.data, stages.clustering)
     score = score_method(random, oracle, "dist1")
     assert score.random <= score.oracle and score.located <= score.oracle

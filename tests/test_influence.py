@@ -16,10 +16,11 @@ from baselines.koh import KohAttributor
 from baselines.scaleup import ScaleUpAttributor, ScaleUpConfig
 from baselines.solvers import damped_solve, hessian_matrix, lissa, top_eigenpairs
 from ddm.attributor import METHODS, Queries
-from ddm.cache import ArtifactCache
-from ddm.cluster import get_clustering, sequential_clusters
+from ddm.cluster import sequential_clusters
 from ddm.errors import ConfigError
 from ddm.functional import model_params
+from ddm.resolver import Resolver
+from ddm.stages import get_clustering
 from tests.conftest import TINY
 
 F64 = torch.float64
@@ -183,8 +184,8 @@ def test_hvps_equal_the_autograd_hessian_whatever_the_chunking(convex_case):
 # --- the attributors on the tiny digits target -------------------------------------------------
 
 @pytest.fixture(scope="module")
-def clustering(digits_data, tiny_cache):
-    return get_clustering(TINY, digits_data, cache=tiny_cache, device="cpu", progress=False)
+def clustering(digits_data, tiny_resolver):
+    return get_clustering(TINY, digits_data, resolver=tiny_resolver, device="cpu", progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -195,8 +196,8 @@ def queries(digits_data):
 @pytest.mark.parametrize("name", ["koh", "fastif", "scaleup"])
 def test_each_method_attributes_every_objective_and_reuses_its_fit(name, digits_target, digits_data,
                                                                    clustering, queries, tmp_path):
-    cache = ArtifactCache(tmp_path)
-    attributor = METHODS[name](TINY, cache=cache, progress=False)
+    cache = Resolver(tmp_path)
+    attributor = METHODS[name](TINY, resolver=cache, progress=False)
     attributor.fit(digits_target, digits_data, clustering)
     assert not attributor.loaded_from_cache
     n_clusters = clustering.n_clusters
@@ -204,14 +205,14 @@ def test_each_method_attributes_every_objective_and_reuses_its_fit(name, digits_
         scores = attributor.attribute(queries, objective)
         assert scores.shape == (n_clusters, len(queries)) and torch.isfinite(scores).all()
     assert attributor.attribute(queries, "validation").shape == (n_clusters, 1)
-    again = METHODS[name](TINY, cache=cache, progress=False)
+    again = METHODS[name](TINY, resolver=cache, progress=False)
     again.fit(digits_target, digits_data, clustering)
     assert again.loaded_from_cache
     torch.testing.assert_close(again.predict_removals(queries), attributor.predict_removals(queries))
 
 
 def removals(attributor_class, options, target, data, clustering, queries, cache):
-    attributor = attributor_class(TINY, options=options, cache=cache, progress=False)
+    attributor = attributor_class(TINY, options=options, resolver=cache, progress=False)
     attributor.fit(target, data, clustering)
     return attributor.predict_removals(queries)
 
@@ -219,7 +220,7 @@ def removals(attributor_class, options, target, data, clustering, queries, cache
 def test_all_neighbours_fastif_and_full_spectrum_scaleup_equal_exact_koh(digits_target, digits_data,
                                                                          clustering, queries, tmp_path):
     """Invariances: FastIF with k = N has nothing to skip; Arnoldi over all P dimensions inverts H."""
-    cache, args = ArtifactCache(tmp_path), (digits_target, digits_data, clustering, queries)
+    cache, args = Resolver(tmp_path), (digits_target, digits_data, clustering, queries)
     exact = removals(KohAttributor, LissaConfig(solver="exact", damping=0.0), *args, cache)
     n_params = 10 * (digits_target.model.embed_dim + 1)
     every = FastIFConfig(solver="exact", damping=0.0, neighbors=len(digits_data.train_y))
@@ -232,7 +233,7 @@ def test_all_neighbours_fastif_and_full_spectrum_scaleup_equal_exact_koh(digits_
 def test_lissa_over_all_parameters_of_the_network(digits_target, digits_data, clustering, queries, tmp_path):
     options = LissaConfig(params="all", solver="lissa", depth=8, batch_size=32)
     removed = removals(KohAttributor, options, digits_target, digits_data, clustering, queries,
-                       ArtifactCache(tmp_path))
+                       Resolver(tmp_path))
     assert removed.shape == (clustering.n_clusters, len(queries), 10) and torch.isfinite(removed).all()
 
 

@@ -7,14 +7,12 @@ import math
 import pytest
 import torch
 
-from baselines.exact import ExactAttributor, Retrainer, RetrainSpec, jitter_, retrain_entry
-from ddm.cache import ArtifactCache
-from ddm.cluster import clustering_key
+from baselines.exact import ExactAttributor, Retrainer, RetrainSpec, jitter_, retrain_fields
 from ddm.config import ModelConfig, with_overrides
 from ddm.errors import ConfigError
 from ddm.models import build_model
 from ddm.pipeline import fit_method, prepare, select_queries
-from ddm.target import target_entry, weights_key
+from ddm.resolver import Resolver
 from tests.conftest import TINY
 
 # Smaller than TINY: K = 10 clusters, 2 epochs; every stage of the pipeline in a few seconds.
@@ -40,16 +38,14 @@ def test_unknown_precision_or_activation_is_refused():
 
 
 def test_precision_and_activation_change_every_key(tmp_path):
-    cache = ArtifactCache(tmp_path)
+    cache = Resolver(tmp_path)
     spec = RetrainSpec((1, 2), "same-seed", 0)
     keys = []
     for precision, activation in PAIRS:
         config = _pair(TINY, precision, activation)
-        target = type("T", (), {"config": config})()  # retrain_entry reads the target's config only
-        keys.append((target_entry(config, cache).key, weights_key(config),
-                     cache.entry("clusters", clustering_key(
-                         with_overrides(config, embedding="extractor"), cache)).key,
-                     retrain_entry(target, spec, cache).key))
+        keys.append((cache.key("target", config), cache.key("weights", config),
+                     cache.key("clusters", with_overrides(config, embedding="extractor")),
+                     cache.key("retrained", config, retrain_fields(spec))))
     for position in range(4):
         assert len({row[position] for row in keys}) == len(PAIRS), position
 
@@ -76,8 +72,8 @@ def test_models_take_the_dtype_and_activation(arch, activation):
 def test_every_cached_artifact_has_the_configs_dtype(tmp_path, precision):
     dtype = {"float32": torch.float32, "float64": torch.float64}[precision]
     config = _pair(MINI, precision, "gelu")
-    cache = ArtifactCache(tmp_path)
-    stages = prepare(config, cache=cache, device="cpu", progress=False)
+    cache = Resolver(tmp_path)
+    stages = prepare(config, resolver=cache, device="cpu", progress=False)
     assert stages.data.train_x.dtype == stages.data.test_x.dtype == dtype
     assert stages.target.trajectory.dtype == dtype
     assert all(p.dtype == dtype for p in stages.target.model.parameters())
@@ -111,11 +107,10 @@ def test_jitter_moves_every_parameter_by_exactly_one_ulp(dtype):
 
 
 def test_a_perturbed_retraining_has_its_own_entry_and_an_unknown_one_is_refused(tmp_path):
-    cache = ArtifactCache(tmp_path)
-    target = type("T", (), {"config": TINY})()
-    plain = retrain_entry(target, RetrainSpec((1,), "same-seed", 0), cache).key
-    jittered = retrain_entry(target, RetrainSpec((1,), "same-seed", 0, "jitter"), cache).key
-    threads = retrain_entry(target, RetrainSpec((1,), "same-seed", 0, "threads=1"), cache).key
+    cache = Resolver(tmp_path)
+    plain = cache.key("retrained", TINY, retrain_fields(RetrainSpec((1,), "same-seed", 0)))
+    jittered = cache.key("retrained", TINY, retrain_fields(RetrainSpec((1,), "same-seed", 0, "jitter")))
+    threads = cache.key("retrained", TINY, retrain_fields(RetrainSpec((1,), "same-seed", 0, "threads=1")))
     assert len({plain, jittered, threads}) == 3
     with pytest.raises(ConfigError, match="perturbation"):
         RetrainSpec((1,), "same-seed", 0, "shake")
@@ -127,11 +122,11 @@ def _chain(cache_root, threads: int) -> dict[str, torch.Tensor]:
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        cache = ArtifactCache(cache_root)
+        cache = Resolver(cache_root)
         config = with_overrides(MINI, embedding="extractor")
-        stages = prepare(config, cache=cache, device="cpu", progress=False)
+        stages = prepare(config, resolver=cache, device="cpu", progress=False)
         queries = select_queries(stages.data, 5)
-        exact = ExactAttributor(config, cache=cache, progress=False)
+        exact = ExactAttributor(config, resolver=cache, progress=False)
         exact.fit(stages.target, stages.data, stages.clustering)
         return {"theta": stages.target.trajectory[-1].double(),
                 "clusters": stages.clustering.cluster_ids,
@@ -157,7 +152,7 @@ def test_the_default_oracles_numerical_floor_is_at_rounding_level(tmp_path):
     from bench.base import RunContext
     from bench.evaluation import exact_oracle, numerical_floor, other_threads
 
-    ctx = RunContext(MINI, ArtifactCache(tmp_path), device="cpu", n_queries=5, progress=False)
+    ctx = RunContext(MINI, Resolver(tmp_path), device="cpu", n_queries=5, progress=False)
     stages = ctx.stages(MINI)
     oracle = exact_oracle(ctx, stages, 0)
     for perturb in ("jitter", other_threads()):
@@ -167,4 +162,4 @@ def test_the_default_oracles_numerical_floor_is_at_rounding_level(tmp_path):
             assert score.spearman >= 0.999 and score.top_agree >= 0.99, (perturb, score)
             assert 0 <= score.relative_dist1 <= 1e-6, (perturb, score)
     picked = [RetrainSpec((), "same-seed", 0, "jitter")]
-    assert Retrainer(stages.target, stages.data, ctx.cache).thetas(picked)[0].dtype == torch.float64
+    assert Retrainer(stages.target, stages.data, ctx.resolver).thetas(picked)[0].dtype == torch.float64

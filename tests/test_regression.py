@@ -20,10 +20,10 @@ import pytest
 
 from baselines.exact import ExactAttributor
 from bench.evaluation import build_oracle
-from ddm.cache import ArtifactCache
 from ddm.config import preset, with_overrides
 from ddm.metrics import locate_score
 from ddm.pipeline import fit_method, prepare, select_queries
+from ddm.resolver import Resolver
 
 SEEDS = (0, 1, 2, 3, 4)
 # Per-seed values (seeds 0-4) measured on 2 CPU cores, 2026-12-02, float64 + ReLU, by _measure below
@@ -53,18 +53,18 @@ ONLINE_SPEEDUP_MIN = 20.0  # a ratio of one run; measured per seed in MEASURED["
 
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):
-    cache = ArtifactCache(tmp_path_factory.mktemp("regression-home"))
+    cache = Resolver(tmp_path_factory.mktemp("regression-home"))
     return [_measure(cache, seed) for seed in SEEDS]
 
 
-def _measure(cache: ArtifactCache, seed: int) -> dict[str, float]:
+def _measure(cache: Resolver, seed: int) -> dict[str, float]:
     """One seed: exact retraining, then DDM and Koh scored against it (normalized, Spearman, time)."""
     config = with_overrides(preset("smoke", "digits"), clusters_per_class=2, seed=seed, cluster_seed=seed,
                             distill_seed=seed, attribute_seed=seed)
-    stages = prepare(config, cache=cache, device="cpu", progress=False)
+    stages = prepare(config, resolver=cache, device="cpu", progress=False)
     queries = select_queries(stages.data, 20, seed)
     start = time.perf_counter()
-    exact = ExactAttributor(config, cache=cache, progress=False)
+    exact = ExactAttributor(config, resolver=cache, progress=False)
     exact.fit(stages.target, stages.data, stages.clustering)
     exact_seconds = time.perf_counter() - start
     oracle = build_oracle(exact, queries)

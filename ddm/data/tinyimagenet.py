@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ddm.cache import atomic_write_bytes
 from ddm.data.base import (
     DATASETS,
     DatasetSource,
@@ -27,6 +26,7 @@ from ddm.data.base import (
     stats_of_chunks,
 )
 from ddm.errors import DataError
+from ddm.io import atomic_write_bytes
 from ddm.paths import data_cache
 
 FOLDER = "tiny-imagenet-200"

@@ -1,0 +1,153 @@
+"""The resolver: keys from the stage declarations, load or compute, memos; and that nothing else
+reaches for the artifact cache."""
+
+import dataclasses
+import gc
+import io
+import re
+import tokenize
+from pathlib import Path
+
+import pytest
+import torch
+
+import ddm.stages as stages_module
+from ddm.config import with_overrides
+from ddm.errors import ConfigError
+from ddm.resolver import ByteLRU, Resolver
+from ddm.stages import STAGES, Stage
+from tests.conftest import TINY
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_key_moves_with_the_sections_a_stage_reads_and_with_its_upstream_keys(tmp_path):
+    resolver = Resolver(tmp_path)
+    distilled = with_overrides(TINY, distill_steps=TINY.distill.distill_steps + 1)
+    assert resolver.key("target", distilled) == resolver.key("target", TINY)  # target reads no distill
+    assert resolver.key("synset", distilled) != resolver.key("synset", TINY)
+    retrained = with_overrides(TINY, lr=TINY.train.lr * 2)  # the target's weights change ...
+    assert resolver.key("synset", retrained) != resolver.key("synset", TINY)  # ... and so does its synset
+    denser = with_overrides(TINY, checkpoint_every=3)  # another trajectory density, the same weights
+    assert resolver.key("target", denser) != resolver.key("target", TINY)
+    assert resolver.key("retrained", denser, {"seed": 0}) == resolver.key("retrained", TINY, {"seed": 0})
+    assert resolver.key("retrained", TINY, {"seed": 0}) != resolver.key("retrained", TINY, {"seed": 1})
+
+
+def test_a_schema_bump_changes_the_key(tmp_path, monkeypatch):
+    resolver = Resolver(tmp_path)
+    before = resolver.key("clusters", TINY)
+    old = STAGES["clusters"]
+    monkeypatch.setitem(STAGES, "clusters", Stage(**{**old.__dict__, "schema": old.schema + 1}))
+    assert resolver.key("clusters", TINY) != before
+    assert resolver.key("target", TINY) == Resolver(tmp_path).key("target", TINY)
+
+
+def test_get_computes_once_then_memoizes_then_loads_from_disk(tmp_path):
+    calls = []
+
+    def compute(partial):
+        calls.append(partial.state)
+        return {"x": torch.arange(3)}, {"note": "made"}
+
+    first = Resolver(tmp_path).get("kd", TINY, {"role": "probe"}, compute)
+    resolver = Resolver(tmp_path)
+    again = resolver.get("kd", TINY, {"role": "probe"}, compute, lambda payload, meta: (payload, meta))
+    assert len(calls) == 1 and calls[0] is None  # computed once, from no partial state
+    assert torch.equal(first["x"], again[0]["x"]) and again[1]["note"] == "made"
+    assert resolver.has("kd", TINY, {"role": "probe"}) and not resolver.has("kd", TINY, {"role": "other"})
+    resolver.put("kd", TINY, {"role": "probe"}, {"x": torch.zeros(3)}, {})  # complete: a no-op
+    assert torch.equal(resolver.get("kd", TINY, {"role": "probe"}, compute)["x"], torch.arange(3))
+
+
+def test_an_interrupted_compute_resumes_from_its_partial_state(tmp_path):
+    def interrupted(partial):
+        partial.save({"done": torch.tensor(2)})
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Resolver(tmp_path).get("kd", TINY, {"role": "probe"}, interrupted)
+    seen = []
+
+    def resumed(partial):
+        seen.append(int(partial.state["done"]))
+        return torch.ones(1), {}
+
+    Resolver(tmp_path).get("kd", TINY, {"role": "probe"}, resumed)
+    assert seen == [2]
+
+
+def test_a_bad_config_is_refused_before_any_work(tmp_path):
+    distill = dataclasses.replace(TINY.distill)
+    object.__setattr__(distill, "distill_steps", -1)  # past the check made when a config is made
+    bad = dataclasses.replace(TINY)
+    object.__setattr__(bad, "distill", distill)
+    with pytest.raises(ConfigError, match="distill_steps"):
+        Resolver(tmp_path).get("synset", bad, {}, lambda partial: pytest.fail("computed"))
+    assert not any(tmp_path.iterdir())
+
+
+def test_memory_stages_keep_per_key_or_per_owner_and_forget(tmp_path):
+    resolver = Resolver(tmp_path)
+    made = []
+
+    def make():
+        made.append(1)
+        return len(made)
+
+    assert resolver.memo("data", TINY, {"data_root": None}, make) == 1
+    assert resolver.memo("data", TINY, {"data_root": None}, make) == 1  # the same key: kept
+    owner = type("Owner", (), {})()
+    assert resolver.memo("removals", None, {"q": 1}, make, owner=owner) == 2
+    assert resolver.memo("removals", None, {"q": 1}, make, owner=owner) == 2
+    assert resolver.memo("removals", None, {"q": 2}, make, owner=owner) == 3  # only its latest is kept
+    assert resolver.memo("removals", None, {"q": 1}, make, owner=owner) == 4
+    resolver.forget("removals", owner=owner)
+    assert resolver.memo("removals", None, {"q": 1}, make, owner=owner) == 5
+    del owner
+    gc.collect()
+    assert not any(slot[0] == "owned" for slot in resolver._memo)  # dropped with its owner
+    with pytest.raises(ValueError, match="memory only"):
+        resolver.get("data", TINY, {}, lambda partial: None)
+
+
+def test_the_shared_memo_drops_its_least_recently_used_values_past_its_budget():
+    lru = ByteLRU(budget=2 * 8 * 4)  # two values of four float64
+    for key in "abc":
+        lru[key] = {"g": torch.zeros(4, dtype=torch.float64)}
+        if key == "b":
+            lru["a"]  # a was used last: b goes first
+    assert "a" in lru and "c" in lru and "b" not in lru and len(lru) == 2
+
+
+CACHE_CALLS = re.compile(r"^(ArtifactCache|CacheEntry|get_or_compute|save_partial|load_partial|load_torch|"
+                         r"load_json|config_key|manifest)$")  # the cache's names, token by token
+PURE = ("ddm/target.py", "ddm/cluster.py", "ddm/distill.py", "ddm/train.py", "ddm/functional.py",
+        "ddm/datamodel.py", "ddm/objectives.py", "ddm/metrics.py")
+
+
+def test_only_the_stage_module_and_the_resolver_reach_the_cache():
+    """Issue 20: cache calls live in ``ddm/resolver.py`` (and the cache itself); the stage module
+    goes through the resolver; the computing modules import neither, nor the stage module."""
+    sources = [path for folder in ("ddm", "baselines", "bench") for path in (ROOT / folder).rglob("*.py")]
+    assert len(sources) > 40
+    offenders = []
+    for path in sources:
+        name = str(path.relative_to(ROOT))
+        if name in ("ddm/cache.py", "ddm/resolver.py"):
+            continue
+        tokens = tokenize.generate_tokens(io.StringIO(path.read_text()).readline)
+        code = [(token.start[0], token.string) for token in tokens
+                if token.type not in (tokenize.STRING, tokenize.COMMENT)]  # docstrings may name it
+        offenders += [f"{name}:{line}: {text}" for line, text in code if CACHE_CALLS.search(text)]
+        if re.search(r"^\s*(from|import) ddm\.cache\b", path.read_text(), re.M):
+            offenders.append(f"{name}: imports ddm.cache")
+    assert offenders == []
+    for name in PURE:
+        text = (ROOT / name).read_text()
+        assert not re.search(r"^(from|import) ddm\.(cache|resolver|stages)\b", text, re.M), name
+
+
+def test_the_getters_live_beside_the_declarations():
+    for getter in ("get_data", "get_target", "get_clustering", "get_synset"):
+        assert callable(getattr(stages_module, getter))
