@@ -37,7 +37,15 @@ from typing import Any
 import torch
 
 from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
-from bench.evaluation import FLOOR_CLUSTERS, Oracle, exact_oracle, numerical_floor, table_perturbation
+from bench.evaluation import (
+    FIELD_METHODS,
+    FLOOR_CLUSTERS,
+    Oracle,
+    exact_oracle,
+    numerical_floor,
+    runnable,
+    table_perturbation,
+)
 from ddm.metrics import locate_score, located_value
 from ddm.objectives import get_objective
 from ddm.pipeline import Stages
@@ -117,7 +125,9 @@ def method_row(ctx: RunContext, stages: Stages, oracle: Oracle, method: str,
         seconds = time.perf_counter() - start + fit_seconds / len(objectives)
         score = locate_score(scores, oracle.exact(objective))
         row[objective] = {"value": score.located, "seconds": seconds, "normalized": score.normalized,
-                          "spearman": score.spearman, "oracle": score.oracle, "random": score.random}
+                          "spearman": score.spearman, "oracle": score.oracle, "random": score.random,
+                          "offline_seconds": fit_seconds,
+                          "online_seconds": seconds - fit_seconds / len(objectives)}
     return row
 
 
@@ -221,10 +231,16 @@ class Table2(LocateTarget):
     paper_rows = {"DDM (paper schedule)": "DDM"}
     title = "Table 2: Dist1 of DDM against influence-function baselines"
     relu = {"Random Select": "random", "DDM": "ddm", "DDM (paper schedule)": "paper"}
-    rows = [NOISE_FLOOR, "Random Select", "Koh", "FastIF", "Scaleup", "DDM", "DDM (paper schedule)",
-            *(label + RELU for label in relu)]
+    rows = [NOISE_FLOOR, "Random Select", "Koh", "FastIF", "Scaleup", *FIELD_METHODS, "DDM",
+            "DDM (paper schedule)", *(label + RELU for label in relu)]
     columns = ["dist1"]
-    methods = {"Koh": "koh", "FastIF": "fastif", "Scaleup": "scaleup", "DDM": "ddm"}
+    methods = {"Koh": "koh", "FastIF": "fastif", "Scaleup": "scaleup", **FIELD_METHODS, "DDM": "ddm"}
+    stages = (*LocateTarget.stages, "library")
+
+    def notes(self, ctx: RunContext) -> list[str]:
+        return [*super().notes(ctx), *runnable(self.methods)[1],
+                "the field's methods (TRAK to Grad-Cos) attribute samples; a cluster's effect is its "
+                "members' sum (first order); each cell records its offline (fit) and online seconds"]
 
     def run_seed(self, ctx: RunContext, seed: int) -> tuple[CellValues, dict[str, Any]]:
         stages = ctx.stages(ctx.seeded(seed))
@@ -232,7 +248,7 @@ class Table2(LocateTarget):
         series: dict[str, Any] = {}
         cells = {**floor_rows(ctx, stages, oracle, self.columns, series),
                  "Random Select": random_row(oracle, self.columns)}
-        for row, method in self.methods.items():
+        for row, method in runnable(self.methods)[0].items():
             cells[row] = method_row(ctx, stages, oracle, method, self.columns)
         cells["DDM (paper schedule)"] = method_row(ctx, ctx.paper_stages(seed), oracle, "ddm", self.columns)
         cells.update(relu_rows(ctx, seed, self.relu, self.columns, series))

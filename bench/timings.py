@@ -20,12 +20,14 @@ import torch
 
 from baselines.exact import Retrainer, RetrainSpec
 from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
+from bench.evaluation import runnable
 from ddm.pipeline import select_queries
 from ddm.resolver import Resolver
 from ddm.stages import get_clustering, get_synset, get_target
 
 EXACT_SAMPLE = 2
-BASELINES = ["random", "predict", "cluster", "koh", "fastif", "scaleup", "ddm_match"]
+BASELINES = ["random", "predict", "cluster", "koh", "fastif", "scaleup", "ddm_match", "trak", "ekfac", "kfac",
+             "tracin", "grad_dot", "grad_cos", "ddm_match_ascent"]
 
 
 def timed(work: Callable[[], Any]) -> tuple[Any, float]:
@@ -40,12 +42,15 @@ class Timings(BenchTarget):
     title = "Timings: offline and online cost against exact retraining"
     rows = ["train target", "cluster (extractor + k-means)", "distill synset (reverse)",
             "exact retraining, all K", "DDM online: K single deletions", "DDM online: full W (|P| = K)",
-            "DDM online: hierarchical (L + C)", *[f"{name}: fit + attribute" for name in BASELINES]]
+            "DDM online: hierarchical (L + C)",
+            *[f"{name}: {part}" for name in BASELINES for part in ("offline (fit)", "online (attribute)")]]
     columns = ["seconds", "speedup vs exact"]
+    stages = (*BenchTarget.stages, "library")
 
     def notes(self, ctx: RunContext) -> list[str]:
         return [f"config: {config_summary(ctx.config)}",
-                f"exact retraining timed on {EXACT_SAMPLE} clusters and scaled to K"]
+                f"exact retraining timed on {EXACT_SAMPLE} clusters and scaled to K",
+                *runnable({name: name for name in BASELINES})[1]]
 
     def run_seed(self, ctx: RunContext, seed: int) -> tuple[CellValues, dict[str, Any]]:
         config = ctx.seeded(seed)
@@ -61,9 +66,10 @@ class Timings(BenchTarget):
         _, seconds["DDM online: K single deletions"] = timed(lambda: ddm.unlearner(singles, queries.images))
         _, seconds["DDM online: full W (|P| = K)"] = timed(lambda: ddm.datamodel(queries))
         _, seconds["DDM online: hierarchical (L + C)"] = timed(lambda: ddm.hierarchical(queries, "dist1"))
-        for name in BASELINES:
-            _, seconds[f"{name}: fit + attribute"] = timed(
-                lambda name=name: ctx.fit(name, stages, progress=False).attribute(queries, "dist1"))
+        for name in runnable({name: name for name in BASELINES})[0]:
+            fitted, offline = timed(lambda name=name: ctx.fit(name, stages, progress=False))
+            _, online = timed(lambda fitted=fitted: fitted.attribute(queries, "dist1"))
+            seconds[f"{name}: offline (fit)"], seconds[f"{name}: online (attribute)"] = offline, online
         exact = seconds["exact retraining, all K"]
         cells = {row: {"seconds": {"value": value, "seconds": value},
                        "speedup vs exact": {"value": exact / value if value > 0 else float("nan")}}

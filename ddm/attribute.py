@@ -177,6 +177,7 @@ class DDMAttributor(RemovalPredictor):
 
     name = "ddm"
     mode = "reverse"
+    direction = "descent"  # the online fine-tune: gradient descent on the synset's loss (paper Eq. 9)
 
     def fit(self, target: Target, data: DataSplits, clustering: Clustering) -> None:
         super().fit(target, data, clustering)
@@ -192,6 +193,8 @@ class DDMAttributor(RemovalPredictor):
         device = next(self.target.model.parameters()).device
         shared = shared_gradients(self.resolver, self.target, clustering, device)
         weights = cluster_weights(self.target, self.data, clustering, synset, spec.cluster_scale, shared)
+        if self.direction == "ascent":  # every cluster's loss weight negated: theta climbs its synset's loss
+            weights = -(torch.ones(clustering.n_clusters) if weights is None else weights)
         return SynsetUnlearner(self.target.model, synset, steps=finetune_steps(self.config, self.target),
                                lr=finetune_lr(self.config, clustering), chunk=spec.finetune_chunk,
                                weights=weights)
@@ -266,6 +269,17 @@ class DDMMatchAttributor(DDMAttributor):
 
     name = "ddm_match"
     mode = "match"
+
+
+@METHODS.register("ddm_match_ascent")
+class DDMMatchAscentAttributor(DDMMatchAttributor):
+    """DDM-match with gradient *ascent* on its synset. A forward-matched synset's gradient points
+    where its cluster's does, so descent on it re-adds the cluster to first order (the paper's
+    ablation as written, ``ddm_match``); ascent takes it away, which is what a removal means. Both
+    rows are kept; neither is DDM's default (``ddm``, reverse matching with descent)."""
+
+    name = "ddm_match_ascent"
+    direction = "ascent"
 
 
 @dataclass(frozen=True)

@@ -205,3 +205,4 @@ METHODS: Registry[type[Attributor]] = Registry("method")
 # DDM's own methods, imported when first looked up (the baselines declare theirs in baselines/).
 METHODS.declare("ddm", "ddm.attribute")
 METHODS.declare("ddm_match", "ddm.attribute")
+METHODS.declare("ddm_match_ascent", "ddm.attribute")

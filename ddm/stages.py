@@ -82,9 +82,13 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
           "that method (the objectives of one query set share them)"),
     Stage("influence", "influence", 2, (), ("data", "target", "clusters"),
           ("baselines/influence.py", "baselines/koh.py", "baselines/fastif.py", "baselines/scaleup.py",
-           "baselines/solvers.py", "baselines/similarity.py"),
+           "baselines/solvers.py", "baselines/similarity.py", "baselines/metagradient.py"),
           "the influence baselines' offline tensors (and the similarity baselines); 2: per-cluster "
           "gradient loop", payload="offline.pt"),
+    Stage("library", None, 1, (), ("data", "target", "clusters"),
+          ("baselines/library.py", "baselines/tracin.py", "baselines/kfac.py", "baselines/trak.py"),
+          "the field's methods from their own libraries (traker, kronfluence, dattri): sample attributions "
+          "of each class probability, summed per cluster; fitted in memory on every run"),
     Stage("retrained", "retrained", 2, (), ("data", "target"),
           ("baselines/exact.py", "baselines/distributed.py"),
           "exact retrainings without a removed set (the oracle); 2: keyed by the target's weights key",

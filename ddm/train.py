@@ -44,8 +44,20 @@ def flat_params(model: nn.Module) -> Tensor:
 
 
 def load_flat_params(model: nn.Module, vector: Tensor) -> None:
-    """Inverse of :func:`flat_params`: copy a [P] vector into ``model``'s parameters."""
-    torch.nn.utils.vector_to_parameters(vector.to(next(model.parameters()).device), model.parameters())
+    """Inverse of :func:`flat_params`: copy a [P] vector into ``model``'s parameters.
+
+    A copy, not ``torch.nn.utils.vector_to_parameters``, which makes every parameter a view of
+    ``vector``: a model loaded from a trajectory row then wrote through to the row (and to every other
+    model loaded from it, the target's own) whenever its parameters were changed in place, as the
+    attribution libraries do when they load a checkpoint into the model they are given."""
+    size = sum(p.numel() for p in model.parameters())
+    if vector.numel() != size:
+        raise ValueError(f"{vector.numel()} values for {size} parameters")
+    start = 0
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(vector[start:start + param.numel()].view_as(param))
+            start += param.numel()
 
 
 @dataclass(frozen=True)

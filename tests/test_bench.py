@@ -219,6 +219,24 @@ def test_a_smooth_network_keeps_the_papers_relu_rows_with_their_own_floor(tmp_pa
 
 
 @pytest.mark.slow
+def test_a_run_without_the_methods_extra_skips_their_rows_and_says_why(tmp_path, monkeypatch):
+    import sys
+
+    for library in ("dattri", "kronfluence", "trak"):
+        monkeypatch.setitem(sys.modules, library, None)  # as in an install without the extra
+    results, tables = tmp_path / "results", tmp_path / "tables"
+    result = CliRunner().invoke(main, ["--home", str(tmp_path / "home"), "run", "table2", *TINY_RUN,
+                                       "--results-dir", str(results), "--tables-dir", str(tables)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((results / "table2" / "digits" / "smoke" / "table2.json").read_text())
+    skipped = {"TRAK", "EK-FAC", "K-FAC", "TracIn-CP", "Grad-Dot", "Grad-Cos"}
+    assert not skipped & set(data["rows"]) and {"DDM-match (ascent)", "DDM"} <= set(data["rows"])
+    notes = " ".join(data["notes"])
+    assert all(f"{row} (" in notes for row in skipped) and "pip install -e '.[methods]'" in notes
+    assert "TRAK" in (tables / "table2_digits_smoke.md").read_text()  # the note, in the rendered table
+
+
+@pytest.mark.slow
 def test_lds_of_the_exact_masks_is_one(ran_all):
     root, _ = ran_all
     data = json.loads((root / "results" / "lds" / "digits" / "smoke" / "lds.json").read_text())

@@ -135,9 +135,11 @@ def registered_methods() -> list[str]:
     return METHODS.names()
 
 
-def test_every_method_of_the_paper_is_registered():
-    assert set(registered_methods()) == {"random", "predict", "cluster", "koh", "fastif", "scaleup",
-                                         "ddm_match", "ddm", "exact"}
+def test_every_method_of_the_paper_and_of_the_field_is_registered():
+    paper = {"random", "predict", "cluster", "koh", "fastif", "scaleup", "ddm_match", "ddm", "exact"}
+    field = {"koh_all", "ddm_match_ascent", "tracin", "grad_dot", "grad_cos", "ekfac", "kfac", "trak",
+             "metagradient"}
+    assert set(registered_methods()) == paper | field
 
 
 @pytest.mark.parametrize("method", registered_methods())

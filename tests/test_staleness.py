@@ -7,6 +7,7 @@ import subprocess
 import pytest
 from click.testing import CliRunner
 
+from bench.base import TARGETS
 from bench.cli import main
 from bench.results import Result, write_result
 from bench.staleness import STALE_BEGIN, STALE_END, check_all
@@ -35,7 +36,7 @@ def repo(tmp_path):
     result = Result(target="table2", dataset="digits", scale="smoke", title="T", description="d", rows=[],
                     columns=[], cells={}, seeds=[0], config={},
                     environment={"code_version": commit, "cells_code_versions": {"0": commit},
-                                 "stages": schemas(("cells", "online", "influence", "retrained"))})
+                                 "stages": schemas(TARGETS["table2"].stages)})
     write_result(result, tmp_path / "results")
     return tmp_path
 
