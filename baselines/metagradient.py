@@ -33,7 +33,7 @@ from ddm.cluster import Clustering
 from ddm.data import DataSplits
 from ddm.errors import ConfigError
 from ddm.target import Target, fresh_model
-from ddm.train import batch_positions, epoch_plan
+from ddm.train import batch_positions, epoch_plan, sgd_update
 
 
 @dataclass(frozen=True)
@@ -77,12 +77,7 @@ def trained_weights(target: Target, images: Tensor, labels: Tensor):
             for positions in batch_positions(n, cfg.batch_size):
                 rows = order[positions]
                 grads = step_grad(params, images[rows], labels[rows], weights[rows])
-                steps = {name: grads[name] + cfg.weight_decay * params[name] for name in params}
-                if cfg.momentum:
-                    momentum = steps if momentum is None else {
-                        name: cfg.momentum * momentum[name] + steps[name] for name in params}
-                    steps = momentum
-                params = {name: params[name] - cfg.lr * steps[name] for name in params}
+                params, momentum = sgd_update(params, grads, momentum, cfg)
         return params
 
     return train

@@ -284,6 +284,18 @@ def accuracy(model: nn.Module, images: Tensor, labels: Tensor) -> float:
     return float((predict(model, images).argmax(1) == labels.cpu()).float().mean())
 
 
+def sgd_update(params: dict[str, Tensor], grads: dict[str, Tensor], momentum: dict[str, Tensor] | None,
+               cfg: TrainConfig) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
+    """One step of ``torch.optim.SGD`` (dampening 0, no Nesterov) on parameter dicts, out of place:
+    the new parameters and momentum buffer (differentiable, so forward mode can run through it)."""
+    steps = {name: grads[name] + cfg.weight_decay * params[name] for name in params}
+    if cfg.momentum:
+        momentum = steps if momentum is None else {
+            name: cfg.momentum * momentum[name] + steps[name] for name in params}
+        steps = momentum
+    return {name: params[name] - cfg.lr * steps[name] for name in params}, momentum
+
+
 def train_many(model: nn.Module, train_x: Tensor, train_y: Tensor, cfg: TrainConfig,
                removed: list[Tensor], *, device: torch.device | str = "cpu", progress: bool | None = None,
                desc: str = "retrain (vectorized)") -> Tensor:
@@ -331,12 +343,7 @@ def train_many(model: nn.Module, train_x: Tensor, train_y: Tensor, cfg: TrainCon
                 batch_images = augment_batch(batch_images, plan.crops[positions], plan.flips[positions])
             grads = step_grad(params, batch_images, labels[rows], keep[:, rows])
             with torch.no_grad():
-                steps = {name: grads[name] + cfg.weight_decay * params[name] for name in params}
-                if cfg.momentum:
-                    momentum = steps if momentum is None else {
-                        name: cfg.momentum * momentum[name] + steps[name] for name in params}
-                    steps = momentum
-                params = {name: params[name] - cfg.lr * steps[name] for name in params}
+                params, momentum = sgd_update(params, grads, momentum, cfg)
             bar.update(1)
         if not all(torch.isfinite(value).all() for value in params.values()):
             raise DivergedError(f"vectorized training diverged in epoch {epoch} (parameters are not "
