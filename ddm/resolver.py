@@ -23,6 +23,7 @@ module reaches for it.
 
 from __future__ import annotations
 
+import json
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -32,6 +33,7 @@ from typing import Any, TypeVar
 
 from ddm.cache import ArtifactCache, CacheEntry, config_key
 from ddm.config import ExperimentConfig, validate
+from ddm.io import torch_bytes
 from ddm.paths import home
 from ddm.stages import STAGES, Stage
 
@@ -177,14 +179,7 @@ class Resolver:
 
     @staticmethod
     def _save(stage: Stage, entry: CacheEntry, payload: Any, meta: dict[str, Any]) -> None:
-        from ddm.io import torch_bytes
-
-        if stage.payload.endswith(".json"):
-            import json
-
-            data = json.dumps(payload).encode()
-        else:
-            data = torch_bytes(payload)
+        data = json.dumps(payload).encode() if stage.payload.endswith(".json") else torch_bytes(payload)
         entry.save({stage.payload: data}, meta)
 
     @staticmethod
