@@ -11,7 +11,7 @@ from ddm.attributor import METHODS
 MODULES = {
     "exact": "exact", "fastif": "fastif", "koh": "koh", "koh_all": "koh", "scaleup": "scaleup",
     "random": "similarity", "predict": "similarity", "cluster": "similarity",
-    "tracin": "tracin", "grad_dot": "tracin", "grad_cos": "tracin",  # dattri
+    "tracin": "tracin", "grad_dot": "tracin", "grad_cos": "tracin", "rps": "rps",  # dattri
     "ekfac": "kfac", "kfac": "kfac",  # kronfluence
     "trak": "trak",  # traker
     "metagradient": "metagradient",  # the linear-response ceiling

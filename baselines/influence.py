@@ -48,6 +48,7 @@ PARAM_SETS = ("head", "all")
 SOLVERS = ("auto", "exact", "lissa")
 SCALE_MARGIN = 2.0  # auto LiSSA scale = 2 x top eigenvalue: contracts for all curvature in (0, 2 scale)
 SCALE_ITERATIONS = 10  # Arnoldi steps for that estimate: the top Ritz value converges first
+CONVEX_MARGIN = 2.0  # convexify: damping >= 2 x |most negative eigenvalue| (a Ritz value underestimates it)
 # (vectors x samples) per vmapped call, bounding activation memory: a head sample holds a few
 # numbers per vector, a ConvNet-32 sample about a megabyte of activations and tangents.
 SAMPLE_VECTORS = {"head": 1 << 16, "all": 1 << 11}
@@ -287,6 +288,20 @@ def estimate_scale(problem: LossProblem, rows: Tensor, damping: float, seed: int
     return max(SCALE_MARGIN * (max(float(values[0]), 0.0) + damping), 1e-12)
 
 
+def convexifying_damping(problem: LossProblem, options: LissaConfig, progress: bool | None = None) -> float:
+    """The damping actually used: ``options.damping``, raised (when ``options.convexify``) to
+    CONVEX_MARGIN x the most negative eigenvalue of the full-batch Hessian (its top Ritz value of -H,
+    SCALE_ITERATIONS Arnoldi steps), so that H + damping I is positive definite: Koh & Liang's
+    reading of a non-convex loss, a convex quadratic approximation. 0 curvature is left alone."""
+    if not getattr(options, "convexify", False):
+        return options.damping
+    rows = torch.arange(problem.n, device=problem.device)
+    values, _ = top_eigenpairs(lambda vectors: -problem.hvp(vectors, rows), problem.n_params, top=1,
+                               iterations=SCALE_ITERATIONS, seed=options.seed, dtype=problem.dtype,
+                               device=problem.device, progress=progress)
+    return max(options.damping, CONVEX_MARGIN * float(values[0]))
+
+
 def _step_hvp(problem: LossProblem, batches: Tensor) -> StepHVP:
     return lambda vectors, step: problem.hvp(vectors, batches[step])
 
@@ -294,16 +309,17 @@ def _step_hvp(problem: LossProblem, batches: Tensor) -> StepHVP:
 def inverse_hvp(problem: LossProblem, rhs: Tensor, options: LissaConfig, *,
                 progress: bool | None = None, desc: str = "LiSSA") -> Tensor:
     """(H + damping I)^-1 rhs for rhs [V, P] -> [V, P], by the solver ``options`` choose."""
+    damping = convexifying_damping(problem, options, progress)
     if resolve_solver(options, problem.n_params) == "exact":
         hessian = hessian_matrix(problem.hvp, problem.n_params, dtype=problem.dtype, device=problem.device,
                                  progress=progress)
-        return damped_solve(hessian, rhs, options.damping)
+        return damped_solve(hessian, rhs, damping)
     batches = lissa_batches(problem.n, options).to(problem.device)
-    scale = options.scale or estimate_scale(problem, batches[0, 0], options.damping, options.seed, progress)
+    scale = options.scale or estimate_scale(problem, batches[0, 0], damping, options.seed, progress)
     total = torch.zeros_like(rhs)
     for repeat in range(options.repeats):
         total += lissa(_step_hvp(problem, batches[repeat]), rhs, depth=options.depth, scale=scale,
-                       damping=options.damping, progress=progress,
+                       damping=damping, progress=progress,
                        desc=f"{desc} {repeat + 1}/{options.repeats}")
     return total / options.repeats
 

@@ -48,10 +48,13 @@ class LissaAllConfig(LissaConfig):
     """Koh's options with every parameter of the network."""
 
     params: str = option("all", "every parameter (its own method beside Koh on the head)")
-    # solver: Koh's "auto", the exact solve up to exact_max_params parameters and LiSSA beyond. LiSSA
-    # diverged over the whole (non-convex) network on tiny digits at damping 0.01 and 0.1, and the
-    # exact solve took over 12 min for one digits-smoke fit (one HVP per parameter over every
-    # sample), so this method is registered but not yet a table row.
+    solver: str = option("lissa", "lissa (the exact solve needs one HVP over every sample per parameter: "
+                         "over 12 min for one digits-smoke fit) | exact | auto")
+    batch_size: int = option(1 << 30, "samples per LiSSA HVP: the whole set (mini-batch Hessians of the "
+                             "whole network exceed the scale estimated on one and diverge)")
+    convexify: bool = option(True, "raise the damping to 2 x the most negative eigenvalue of H (Koh & "
+                             "Liang's convex quadratic approximation of a non-convex loss); off: LiSSA "
+                             "diverged over the whole network on tiny digits at damping 0.01 and 0.1")
 
 
 @METHODS.register("koh_all")

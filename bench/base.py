@@ -167,6 +167,10 @@ class BenchTarget(ABC):
         """Lines shown under the rendered table: how this run departs from the paper."""
         return []
 
+    def unsupported(self, config: ExperimentConfig) -> str | None:
+        """Why this target cannot run on ``config`` (its dataset or scale), None when it can."""
+        return None
+
     def description(self) -> str:
         import sys
 

@@ -410,7 +410,12 @@ def run(obj: BenchContext, target: str, n_seeds: int, n_queries: int, workers: i
                      execution=executor_config(executor, workers, retrain_batch, ray_address, ray_gpus),
                      method_options=parsed_method_options(method_assignments),
                      results_dir=results_dir, tables_dir=tables_dir)
+    if target != "all" and (reason := TARGETS[target]().unsupported(config)):
+        raise ConfigError(reason)
     for name in TARGETS.names() if target == "all" else [target]:
+        if reason := TARGETS[name]().unsupported(config):
+            click.echo(f"{name}: skipped ({reason})")
+            continue
         result = run_target(name, ctx, list(range(n_seeds)), keep_committed=keep_committed)
         click.echo(f"{name}: {result.wall_seconds:.1f} s -> "
                    f"{table_path(tables_dir, result, '.md')} (results in {results_dir})")

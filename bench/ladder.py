@@ -6,6 +6,9 @@ normalized Dist1 of the cluster it locates (0 = random, 1 = oracle) and the per-
 K Dist1 scores with the exact ones. The rungs go from the oracle through idealized versions of each
 step of DDM to DDM itself, so a change to DDM shows which step it moved:
 
+- *exact linear response* (the top rung under exact retraining): the exact derivative of the query
+  outputs with respect to each cluster's weight through the whole recorded training
+  (``baselines/metagradient.py``); the ceiling of every first-order rung below it.
 - *first order*: ``dp_k = J_q dtheta_k`` at theta_tau, ``J_q`` the Jacobian of the query
   probabilities; *undo* ``dtheta_k = lr * epochs / B * sum_{i in D_k} grad l_i(theta_tau)`` (the
   cluster's share of the SGD updates, undone); *perfect reverse matching* the same share summed over
@@ -78,7 +81,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "default, converged distillation": {"distill_steps": 500, "converge_tol": 0.01},
     "default, hierarchical": {"hierarchical": True},
 }
-IDEAL_RUNGS = ["exact retraining", "first order: undo at θτ", "first order: perfect reverse matching",
+IDEAL_RUNGS = ["exact retraining", "exact linear response (metagradient)", "first order: undo at θτ",
+               "first order: perfect reverse matching",
                "fine-tune: ascent on the real cluster", "first order: one real image, ascent, rescaled",
                "first order: DDM-match synset, ascent, rescaled", "Koh"]
 VARIANT_RUNGS = ("first order, rescaled", "single fine-tunes", "full")
@@ -202,6 +206,8 @@ def ideal_rows(state: LadderState, ddm: DDMAttributor) -> CellValues:
     """The oracle and the idealized rungs (real data, perfect matching, first order)."""
     exact = state.oracle.exact("dist1")
     cells: CellValues = {"exact retraining": state.score(exact),
+                         "exact linear response (metagradient)": state.score(state.ctx.fit(
+                             "metagradient", state.stages).attribute(state.oracle.queries, "dist1")),
                          "first order: undo at θτ": state.score_first_order(state.undo),
                          "first order: perfect reverse matching": state.score_first_order(
                              state.trajectory_undo())}

@@ -239,7 +239,7 @@ class Table2(LocateTarget):
 
     def notes(self, ctx: RunContext) -> list[str]:
         return [*super().notes(ctx), *runnable(self.methods)[1],
-                "the field's methods (TRAK to Grad-Cos) attribute samples; a cluster's effect is its "
+                "the field's methods (TRAK to Representer points) attribute samples; a cluster's effect is its "
                 "members' sum (first order); each cell records its offline (fit) and online seconds"]
 
     def run_seed(self, ctx: RunContext, seed: int) -> tuple[CellValues, dict[str, Any]]:

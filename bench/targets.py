@@ -9,6 +9,7 @@ from bench import (  # noqa: F401
     matrices,
     noise,
     removal,
+    standard,
     stability,
     timings,
     transfer,

@@ -27,7 +27,7 @@ from ddm.stages import get_clustering, get_synset, get_target
 
 EXACT_SAMPLE = 2
 BASELINES = ["random", "predict", "cluster", "koh", "fastif", "scaleup", "ddm_match", "trak", "ekfac", "kfac",
-             "tracin", "grad_dot", "grad_cos", "ddm_match_ascent"]
+             "tracin", "grad_dot", "grad_cos", "rps", "ddm_match_ascent", "metagradient"]
 
 
 def timed(work: Callable[[], Any]) -> tuple[Any, float]:

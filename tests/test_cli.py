@@ -138,7 +138,7 @@ def registered_methods() -> list[str]:
 def test_every_method_of_the_paper_and_of_the_field_is_registered():
     paper = {"random", "predict", "cluster", "koh", "fastif", "scaleup", "ddm_match", "ddm", "exact"}
     field = {"koh_all", "ddm_match_ascent", "tracin", "grad_dot", "grad_cos", "ekfac", "kfac", "trak",
-             "metagradient"}
+             "metagradient", "rps"}
     assert set(registered_methods()) == paper | field
 
 

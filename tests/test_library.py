@@ -17,7 +17,8 @@ from ddm.resolver import Resolver
 from ddm.target import load_data, target_from, train_target
 from tests.conftest import TINY
 
-LIBRARY_METHODS = {"tracin": "dattri", "grad_dot": "dattri", "grad_cos": "dattri", "ekfac": "kronfluence",
+LIBRARY_METHODS = {"tracin": "dattri", "grad_dot": "dattri", "grad_cos": "dattri", "rps": "dattri",
+                   "ekfac": "kronfluence",
                    "kfac": "kronfluence", "trak": "trak"}
 FAST_OPTIONS = {"trak": {"models": 2}}  # the target and one fresh-seed retraining
 
@@ -52,7 +53,7 @@ def planted(tmp_path_factory):
 PLANTED = 1  # a cluster of class 0
 
 
-@pytest.mark.parametrize("method", [*LIBRARY_METHODS, "koh", "koh_all"])
+@pytest.mark.parametrize("method", [*(m for m in LIBRARY_METHODS if m != "rps"), "koh", "koh_all"])
 def test_each_method_ranks_the_planted_cluster_first(planted, method):
     target, data, clustering, queries, resolver = planted
     if method in LIBRARY_METHODS and not installed(LIBRARY_METHODS[method]):
@@ -68,6 +69,25 @@ def test_each_method_ranks_the_planted_cluster_first(planted, method):
     assert int(dist1(removed, reference, queries.labels).argmax(0)) == PLANTED, method
     # signed: without the planted cluster the query's class loses probability
     assert float(removed[PLANTED, 0, 0]) < float(reference[0, 0]), method
+
+
+def test_representer_points_find_the_querys_class_but_not_the_planted_cluster(planted):
+    """Representer points decompose a head fine-tuned to the network's own outputs: a sample's weight
+    is its residual there, and the planted members, identical and fitted well, get small residuals.
+    So RPS ranks the three clusters of the query's class first, signed, yet cannot single out the
+    planted one (measured: planted -5.9e-4, a sibling cluster of the same class -6.2e-4, p_0 0.30).
+    That is the method, not the adapter: the test pins what it does find."""
+    target, data, clustering, queries, resolver = planted
+    if not installed("dattri"):
+        pytest.skip("dattri is not installed (the methods extra)")
+    attributor = METHODS["rps"](TINY, resolver=resolver, progress=False)
+    attributor.fit(target, data, clustering)
+    removed = attributor.predict_removals(queries)
+    change = removed[:, 0, 0] - attributor.reference(queries)[0, 0]
+    same_class = {k for k in range(clustering.n_clusters) if int(data.train_y[clustering.members(k)][0]) == 0}
+    assert PLANTED in same_class
+    assert set(change.argsort()[:len(same_class)].tolist()) == same_class  # the most negative changes
+    assert bool((change[sorted(same_class)] < 0).all())
 
 
 def test_the_planted_cluster_is_what_exact_retraining_finds(planted):

