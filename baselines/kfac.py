@@ -11,14 +11,16 @@ order, so p_c changes by ``+score / N``.
 
 Options: the strategy (``ekfac`` for the method "ekfac", ``kfac`` for "kfac") and the damping,
 ``None`` = kronfluence's heuristic, 0.1 times the mean eigenvalue (its default is 1e-8, which leaves
-directions the data barely touches undamped). The factors are fitted on every fit (seconds at our
-scale) in a scratch directory that the library writes to and that is removed afterwards; they are not
-a cached stage yet.
+directions the data barely touches undamped). The factors are the offline stage (``fit``, timed as
+offline by the tables), fitted into a scratch directory that lives as long as the attributor; scoring
+queries against them is the online stage. They are not cached across processes yet.
 """
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,27 +78,41 @@ class KroneckerInfluence(LibraryAttributor):
     Options = KFACOptions
     strategy = "ekfac"
 
-    def sample_changes(self, queries: Queries) -> Tensor:
+    def fit(self, target, data, clustering) -> None:
+        """The offline stage: the factors of every layer, fitted on the training set into a scratch
+        directory kept while this attributor lives (``predict_removals`` only scores against them)."""
         from kronfluence.analyzer import Analyzer, prepare_model
-        from kronfluence.arguments import FactorArguments, ScoreArguments
+        from kronfluence.arguments import FactorArguments
 
-        n_classes = self.reference(queries).shape[1]
-        task = _task(n_classes)
-        model = prepare_model(model_copy(self.target), task)
-        images, one_hot = class_items(queries, n_classes)
-        train = TensorDataset(self.data.train_x, self.data.train_y)
-        size = self.options.batch_size
+        super().fit(target, data, clustering)
+        self.n_classes = int(data.info.num_classes)
+        self.task = _task(self.n_classes)
+        model = prepare_model(model_copy(self.target), self.task)
+        scratch = tempfile.mkdtemp(prefix="ddm-kronfluence-")
+        weakref.finalize(self, shutil.rmtree, scratch, ignore_errors=True)  # removed with the attributor
         torch.manual_seed(self.options.seed)  # the sampled Fisher labels
-        with tempfile.TemporaryDirectory(prefix="ddm-kronfluence-") as scratch, self.quiet():
-            analyzer = Analyzer(self.name, model, task, cpu=not torch.cuda.is_available(), disable_tqdm=True,
-                                output_dir=scratch)
-            analyzer.fit_all_factors("factors", train, per_device_batch_size=size,
-                                     factor_args=FactorArguments(strategy=self.strategy))
-            damping = ScoreArguments(damping_factor=self.options.damping)
-            analyzer.compute_pairwise_scores("scores", "factors", TensorDataset(images, one_hot), train,
-                                             per_device_query_batch_size=size,
-                                             per_device_train_batch_size=size, score_args=damping)
-            scores = analyzer.load_pairwise_scores("scores")["all_modules"]  # [n_q * L, N]
+        with self.quiet():
+            self.analyzer = Analyzer(self.name, model, self.task, cpu=not torch.cuda.is_available(),
+                                     disable_tqdm=True, output_dir=scratch)
+            self.analyzer.fit_all_factors("factors", self.train_set(), per_device_batch_size=self.options.batch_size,
+                                          factor_args=FactorArguments(strategy=self.strategy))
+
+    def train_set(self) -> TensorDataset:
+        return TensorDataset(self.data.train_x, self.data.train_y)
+
+    def sample_changes(self, queries: Queries) -> Tensor:
+        from kronfluence.arguments import ScoreArguments
+
+        images, one_hot = class_items(queries, self.n_classes)
+        size = self.options.batch_size
+        train = self.train_set()
+        with self.quiet():
+            self.analyzer.compute_pairwise_scores("scores", "factors", TensorDataset(images, one_hot), train,
+                                                  per_device_query_batch_size=size,
+                                                  per_device_train_batch_size=size,
+                                                  score_args=ScoreArguments(damping_factor=self.options.damping),
+                                                  overwrite_output_dir=True)
+            scores = self.analyzer.load_pairwise_scores("scores")["all_modules"]  # [n_q * L, N]
         return self.by_class(scores.T.to(torch.float64) / len(train), len(queries))
 
 

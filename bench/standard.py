@@ -413,6 +413,10 @@ class StandardLDS(BenchTarget):
     stages = ()
 
     def unsupported(self, config: Any) -> str | None:
+        from baselines.library import EXTRA, available
+
+        if not available("dattri"):
+            return f"lds-standard runs dattri's own attributors and trainers: install the methods extra ({EXTRA})"
         dataset = config.data.dataset
         if dataset == "mnist" or (dataset == "digits" and config.scale == "smoke"):
             return None

@@ -106,3 +106,21 @@ def test_the_oracle_agreement_is_one_for_identical_runs_and_low_for_unrelated_on
     other = standard.GroundTruth(values, torch.zeros(30, 2, dtype=torch.long),
                                  torch.stack([values, torch.randn(30, 5, generator=generator)]))
     assert abs(standard.oracle_agreement(other)) < 0.5
+
+
+def test_without_dattri_the_target_is_refused_naming_the_extra(tmp_path, monkeypatch):
+    import bench.standard
+    from baselines import library as library_module
+
+    monkeypatch.setattr(library_module, "available", lambda module: module != "dattri")
+    reason = bench.standard.StandardLDS().unsupported(_config("mnist"))
+    assert reason is not None and "pip install -e '.[methods]'" in reason
+    result = invoke(tmp_path, "--dataset", "mnist", "--device", "cpu")
+    assert result.exit_code == 2 and "methods extra" in result.output, result.output
+    assert not (tmp_path / "results").exists()
+
+
+def _config(dataset):
+    from ddm.config import preset
+
+    return preset("small", dataset)
