@@ -90,6 +90,13 @@ class MetagradientAttributor(InfluenceAttributor):
     name = "metagradient"
     Options = MetagradientOptions
 
+    @staticmethod
+    def unsupported(config) -> str | None:
+        """Why the training map cannot be differentiated as recorded (a table skips the row)."""
+        if config.train.optimizer != "sgd" or config.train.augment:
+            return "the metagradient follows SGD without augmentation (the target's own schedule)"
+        return None
+
     def fit(self, target: Target, data: DataSplits, clustering: Clustering) -> None:
         self.data = data
         super().fit(target, data, clustering)

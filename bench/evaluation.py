@@ -6,6 +6,7 @@ Plain functions over fitted attributors; the table modules call them and write r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -31,20 +32,25 @@ FIELD_METHODS = {LINEAR_RESPONSE: "metagradient", "TRAK": "trak", "EK-FAC": "ekf
                  DDM_MATCH_DESCENT: "ddm_match", DDM_MATCH_ASCENT: "ddm_match_ascent"}
 
 
-def runnable(methods: dict[str, str]) -> tuple[dict[str, str], list[str]]:
-    """The rows whose method can run here, and one note per row skipped because the library its
-    method wraps is not installed (the ``methods`` extra)."""
+def runnable(methods: dict[str, str], config: Any = None) -> tuple[dict[str, str], list[str]]:
+    """The rows whose method can run here, and one note per row skipped: the library its method
+    wraps is not installed (the ``methods`` extra), or the method cannot follow ``config`` (its own
+    ``unsupported(config)``, e.g. the metagradient under augmentation)."""
     import baselines  # noqa: F401  (declares the baselines)
     from baselines.library import EXTRA, available
     from ddm.attributor import METHODS
 
     kept, skipped = {}, []
     for row, method in methods.items():
-        module = getattr(METHODS[method], "module", None)
-        if module is None or available(module):
-            kept[row] = method
-        else:
+        cls = METHODS[method]
+        module = getattr(cls, "module", None)
+        reason = getattr(cls, "unsupported", lambda _: None)(config) if config is not None else None
+        if module is not None and not available(module):
             skipped.append(f"{row} ({method}) skipped: its library {module} is not installed ({EXTRA})")
+        elif reason:
+            skipped.append(f"{row} ({method}) skipped: {reason}")
+        else:
+            kept[row] = method
     return kept, skipped
 
 

@@ -66,7 +66,7 @@ class LDSTable(BenchTarget):
                 f"(seed {MASK_SEED_OFFSET} + s); LDS = mean over queries of the Spearman correlation across "
                 "masks of predicted and retrained true-class margins",
                 f"'{EXACT_MASKS}' is 1 by construction (a check of the pipeline); '{EXACT_ADDITIVE}' is the "
-                "ceiling of an additive per-cluster attribution", *runnable(METHODS)[1]]
+                "ceiling of an additive per-cluster attribution", *runnable(METHODS, ctx.config)[1]]
 
     def run_seed(self, ctx: RunContext, seed: int) -> tuple[CellValues, dict[str, Any]]:
         stages = ctx.stages(ctx.seeded(seed))
@@ -82,7 +82,7 @@ class LDSTable(BenchTarget):
         offline: dict[str, float] = {}
         methods: list[tuple[str, RemovalPredictor]] = [(EXACT_MASKS, exact),
                                                        (EXACT_ADDITIVE, AddedSingles(exact))]
-        for row, method in runnable(METHODS)[0].items():
+        for row, method in runnable(METHODS, ctx.config)[0].items():
             start = time.perf_counter()
             methods.append((row, ctx.fit(method, stages)))
             offline[row] = time.perf_counter() - start

@@ -238,7 +238,7 @@ class Table2(LocateTarget):
     stages = (*LocateTarget.stages, "library")
 
     def notes(self, ctx: RunContext) -> list[str]:
-        return [*super().notes(ctx), *runnable(self.methods)[1],
+        return [*super().notes(ctx), *runnable(self.methods, ctx.config)[1],
                 "the field's methods (TRAK to Representer points) attribute samples; a cluster's effect is its "
                 "members' sum (first order); each cell records its offline (fit) and online seconds"]
 
@@ -248,7 +248,7 @@ class Table2(LocateTarget):
         series: dict[str, Any] = {}
         cells = {**floor_rows(ctx, stages, oracle, self.columns, series),
                  "Random Select": random_row(oracle, self.columns)}
-        for row, method in runnable(self.methods)[0].items():
+        for row, method in runnable(self.methods, ctx.config)[0].items():
             cells[row] = method_row(ctx, stages, oracle, method, self.columns)
         cells["DDM (paper schedule)"] = method_row(ctx, ctx.paper_stages(seed), oracle, "ddm", self.columns)
         cells.update(relu_rows(ctx, seed, self.relu, self.columns, series))

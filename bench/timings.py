@@ -50,7 +50,7 @@ class Timings(BenchTarget):
     def notes(self, ctx: RunContext) -> list[str]:
         return [f"config: {config_summary(ctx.config)}",
                 f"exact retraining timed on {EXACT_SAMPLE} clusters and scaled to K",
-                *runnable({name: name for name in BASELINES})[1]]
+                *runnable({name: name for name in BASELINES}, ctx.config)[1]]
 
     def run_seed(self, ctx: RunContext, seed: int) -> tuple[CellValues, dict[str, Any]]:
         config = ctx.seeded(seed)
@@ -66,7 +66,7 @@ class Timings(BenchTarget):
         _, seconds["DDM online: K single deletions"] = timed(lambda: ddm.unlearner(singles, queries.images))
         _, seconds["DDM online: full W (|P| = K)"] = timed(lambda: ddm.datamodel(queries))
         _, seconds["DDM online: hierarchical (L + C)"] = timed(lambda: ddm.hierarchical(queries, "dist1"))
-        for name in runnable({name: name for name in BASELINES})[0]:
+        for name in runnable({name: name for name in BASELINES}, ctx.config)[0]:
             fitted, offline = timed(lambda name=name: ctx.fit(name, stages, progress=False))
             _, online = timed(lambda fitted=fitted: fitted.attribute(queries, "dist1"))
             seconds[f"{name}: offline (fit)"], seconds[f"{name}: online (attribute)"] = offline, online
