@@ -50,7 +50,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
+from importlib.metadata import version as _version
 from typing import Any
 
 import numpy as np
@@ -361,8 +362,9 @@ def grid_cells(row: str, grid: Grid, truth: GroundTruth, n_test: int,
     if row in GRIDDED:
         cells[row].update(chosen=grid[best][0] if best is not None else float("nan"), finite_grid=finite)
         pick = _argmax([mean_lds(score[:, n_test:], development) for _, score in grid])
-        cells[row + DEV] = {"value": on_scored[pick] if pick is not None else float("nan"), "seconds": seconds,
-                            "chosen": grid[pick][0] if pick is not None else float("nan"), "finite_grid": finite}
+        nan = float("nan")
+        cells[row + DEV] = {"value": on_scored[pick] if pick is not None else nan, "seconds": seconds,
+                            "chosen": grid[pick][0] if pick is not None else nan, "finite_grid": finite}
     return cells
 
 
@@ -372,11 +374,13 @@ def _argmax(values: list[float]) -> int | None:
     return max(finite, key=lambda i: values[i]) if finite else None
 
 
-def run_setting(setting: Setting, split: Split, seed: int,
-                progress: bool = False) -> dict[str, dict[str, Any]]:
+def run_setting(setting: Setting, split: Split, seed: int, progress: bool = False,
+                resumed: dict[str, Any] | None = None,
+                checkpoint: Callable[[dict[str, Any]], None] | None = None) -> dict[str, dict[str, Any]]:
     """Every method's LDS (and seconds) against the retrained ground truth, plus the oracle's
     self-agreement, for one setting and seed. ``split`` holds the scored test images first and the
-    development images after them."""
+    development images after them. ``checkpoint(state)`` is called after the ground truth and after
+    each method; a run given that ``state`` back as ``resumed`` goes on where it stopped."""
     import contextlib
     import warnings
 
@@ -384,21 +388,33 @@ def run_setting(setting: Setting, split: Split, seed: int,
 
     from baselines.library import muted
 
-    start = time.perf_counter()
-    truth = ground_truth(setting, split, seed, progress)
-    n_test = setting.n_test
-    scored_truth = GroundTruth(truth.values[:, :n_test], truth.indices, truth.runs[:, :, :n_test])
-    cells: dict[str, dict[str, Any]] = {ORACLE_ROW: {"value": oracle_agreement(scored_truth),
-                                                     "seconds": time.perf_counter() - start}}
-    models = Models(setting, split, seed, full_models(setting, split, seed, TRACIN_MODELS))
+    state = resumed or {}
+    if "truth" in state:
+        truth = GroundTruth(**state["truth"])
+        cells: dict[str, dict[str, Any]] = state["cells"]
+    else:
+        start = time.perf_counter()
+        truth = ground_truth(setting, split, seed, progress)
+        n_test = setting.n_test
+        scored_truth = GroundTruth(truth.values[:, :n_test], truth.indices, truth.runs[:, :, :n_test])
+        cells = {ORACLE_ROW: {"value": oracle_agreement(scored_truth),
+                              "seconds": time.perf_counter() - start}}
+        state = {"truth": {"values": truth.values, "indices": truth.indices, "runs": truth.runs},
+                 "cells": cells}
+        if checkpoint:
+            checkpoint(state)
+    models = None
     for row, method in tqdm(METHODS.items(), desc=f"{setting.name} methods", disable=not progress):
-        if applies(row, setting):
+        if applies(row, setting) or row in cells:
             continue
+        models = models or Models(setting, split, seed, full_models(setting, split, seed, TRACIN_MODELS))
         start = time.perf_counter()
         with warnings.catch_warnings(), (contextlib.nullcontext() if progress else muted()):
             warnings.simplefilter("ignore")  # the libraries' own deprecation notices
             grid = method(models)
         cells.update(grid_cells(row, grid, truth, setting.n_test, time.perf_counter() - start))
+        if checkpoint:
+            checkpoint(state)
     return cells
 
 
@@ -416,7 +432,8 @@ class StandardLDS(BenchTarget):
         from baselines.library import EXTRA, available
 
         if not available("dattri"):
-            return f"lds-standard runs dattri's own attributors and trainers: install the methods extra ({EXTRA})"
+            return ("lds-standard runs dattri's own attributors and trainers: "
+                    f"install the methods extra ({EXTRA})")
         dataset = config.data.dataset
         if dataset == "mnist" or (dataset == "digits" and config.scale == "smoke"):
             return None
@@ -448,6 +465,14 @@ class StandardLDS(BenchTarget):
         cells: CellValues = {}
         for column, setting in zip(self.columns, self.settings(ctx), strict=True):
             split = mnist_split(ctx.data_root, setting.n_train, 2 * setting.n_test, ctx.config.data.dataset)
-            for row, cell in run_setting(setting, split, seed, bool(ctx.progress)).items():
+
+            def compute(partial: Any, setting: Setting = setting, split: Split = split) -> tuple[Any, dict]:
+                cells = run_setting(setting, split, seed, bool(ctx.progress), partial.state, partial.save)
+                return cells, {}
+
+            # each setting cached apart (and resumable after each method): a stopped run keeps its work
+            fields = {"setting": asdict(setting), "seed": seed, "dataset": ctx.config.data.dataset,
+                      "data_fingerprint": ctx.data_identity(), "dattri": _version("dattri")}
+            for row, cell in ctx.resolver.get("standard", None, fields, compute).items():
                 cells.setdefault(row, {})[column] = cell
         return cells, {}

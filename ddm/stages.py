@@ -96,6 +96,10 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("kd", "kd-students", 1, (), ("data", "target"),
           ("bench/transfer.py",), "knowledge-distillation teachers and students (Table 7)",
           payload="theta.pt"),
+    Stage("standard", "standard", 1, (), (), ("bench/standard.py",),
+          "one setting of lds-standard (dattri's MNIST-10) for one seed: its ground truth and every "
+          "method's cells; resumes after the ground truth and after each method",
+          payload="cells.json"),
     Stage("cells", "cells", 4, ("data", "model", "train", "cluster", "distill", "attribute"),
           ("data", "target", "clusters"), ("bench/evaluation.py",),
           "one seed's cells of a benchmark target (the target's own module is one of its sources); "

@@ -1,6 +1,7 @@
 """`ddm-bench run lds-standard`: dattri's MNIST-10 benchmark run by the suite (bench/standard.py)."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -124,3 +125,45 @@ def _config(dataset):
     from ddm.config import preset
 
     return preset("small", dataset)
+
+
+@needs_dattri
+def test_a_stopped_setting_resumes_after_its_ground_truth_and_finished_methods(monkeypatch):
+    """The checkpoint after the ground truth and after each method is what a resumed run goes on
+    from: neither the ground truth nor a finished method is computed twice, and the cells match."""
+    setting = replace(standard.setting_at("mnist_lr", "smoke"), subsets=6)
+    generator = torch.Generator().manual_seed(0)
+    n_train, n_test = setting.n_train, 2 * setting.n_test
+    split = standard.Split(torch.randn(n_train, 1, 28, 28, generator=generator),
+                           torch.randint(0, 10, (n_train,), generator=generator),
+                           torch.randn(n_test, 1, 28, 28, generator=generator),
+                           torch.randint(0, 10, (n_test,), generator=generator))
+    calls = {"truth": 0, "first": 0, "second": 0}
+    truth = standard.ground_truth
+
+    def counted_truth(*args, **kwargs):
+        calls["truth"] += 1
+        return truth(*args, **kwargs)
+
+    def method(name, fail=False):
+        def run(models):
+            calls[name] += 1
+            if fail and calls[name] == 1:
+                raise KeyboardInterrupt  # the run is stopped here
+            return [(0.0, torch.randn(n_train, n_test, generator=torch.Generator().manual_seed(1)))]
+        return run
+
+    monkeypatch.setattr(standard, "ground_truth", counted_truth)
+    monkeypatch.setattr(standard, "full_models", lambda *args: [])
+    monkeypatch.setattr(standard, "METHODS",
+                        {"first": method("first"), "second": method("second", fail=True)})
+    saved = []
+    with pytest.raises(KeyboardInterrupt):
+        standard.run_setting(setting, split, 0, checkpoint=lambda state: saved.append(
+            {"truth": dict(state["truth"]), "cells": dict(state["cells"])}))
+    assert [sorted(s["cells"]) for s in saved] == [[standard.ORACLE_ROW],
+                                                   sorted([standard.ORACLE_ROW, "first"])]
+    cells = standard.run_setting(setting, split, 0, resumed=saved[-1])
+    assert calls == {"truth": 1, "first": 1, "second": 2}
+    assert set(cells) == {standard.ORACLE_ROW, "first", "second"}
+    assert cells["first"] == saved[-1]["cells"]["first"]
