@@ -155,6 +155,10 @@ class BenchTarget(ABC):
     paper: ClassVar[PaperValues] = {}
     paper_rows: ClassVar[dict[str, str]] = {}
     paper_columns: ClassVar[bool] = True  # False: not a table of the paper, no "(paper)" columns
+    # Rows compared pair by pair, over the same (seed, query) values, with every other row of the
+    # same oracle (rows ending in ``unpaired_suffix`` are judged by another one)
+    paired_rows: ClassVar[tuple[str, ...]] = ()
+    unpaired_suffix: ClassVar[str | None] = None
     # The stages (ddm/stages.py) its cells are computed from; upstream stages follow. A result
     # records their schemas, and `ddm-bench report --check` tells when one changed under it.
     stages: ClassVar[tuple[str, ...]] = ("cells", "online", "influence", "retrained")

@@ -46,7 +46,7 @@ from bench.evaluation import (
     runnable,
     table_perturbation,
 )
-from ddm.metrics import locate_score, located_value
+from ddm.metrics import locate_score
 from ddm.objectives import get_objective
 from ddm.pipeline import Stages
 
@@ -112,6 +112,11 @@ def noise_floor_row(ctx: RunContext, stages: Stages, oracle: Oracle,
                         "seconds": 0.0} for objective in objectives}
 
 
+def cell_queries(queries: dict[str, list[float]]) -> dict[str, list[float]]:
+    """A locate score's per-query values as a cell stores them: the located value as ``value``."""
+    return {("value" if name == "located" else name): values for name, values in queries.items()}
+
+
 def method_row(ctx: RunContext, stages: Stages, oracle: Oracle, method: str,
                objectives: list[str]) -> dict[str, dict[str, Any]]:
     """Located value and its secondary numbers for each objective; seconds = fit + attribute."""
@@ -126,6 +131,7 @@ def method_row(ctx: RunContext, stages: Stages, oracle: Oracle, method: str,
         score = locate_score(scores, oracle.exact(objective))
         row[objective] = {"value": score.located, "seconds": seconds, "normalized": score.normalized,
                           "spearman": score.spearman, "oracle": score.oracle, "random": score.random,
+                          "queries": cell_queries(score.queries),
                           "offline_seconds": fit_seconds,
                           "online_seconds": seconds - fit_seconds / len(objectives)}
     return row
@@ -137,7 +143,9 @@ def random_row(oracle: Oracle, objectives: list[str]) -> dict[str, dict[str, Any
     for objective in objectives:
         score = locate_score(torch.zeros_like(oracle.exact(objective)), oracle.exact(objective))
         row[objective] = {"value": score.random, "seconds": 0.0, "normalized": 0.0,
-                          "oracle": score.oracle, "random": score.random}
+                          "oracle": score.oracle, "random": score.random,
+                          "queries": {"value": score.queries["random"], "random": score.queries["random"],
+                                      "oracle": score.queries["oracle"]}}
     return row
 
 
@@ -158,7 +166,9 @@ def located_only_row(ctx: RunContext, stages: Stages, oracle: Oracle, method: st
     row = {}
     for objective in objectives:
         exact = get_objective(objective)(removals, oracle.reference, oracle.queries.labels)
-        row[objective] = {"value": located_value(exact, located[objective]), "seconds": seconds}
+        per_query = exact.gather(0, located[objective].view(1, -1))[0]
+        row[objective] = {"value": float(per_query.mean()), "seconds": seconds,
+                          "queries": {"value": per_query.tolist()}}
     return row
 
 
@@ -167,6 +177,7 @@ class LocateTarget(BenchTarget):
 
     column_scale = {"dist1": 100.0}
     retrains = True
+    unpaired_suffix = RELU  # the ReLU rows are judged by the ReLU net's own oracle
 
     def notes(self, ctx: RunContext) -> list[str]:
         notes = [f"config: {config_summary(ctx.config)}; {ctx.n_queries} random test queries per seed"]
@@ -197,6 +208,7 @@ class Table1(LocateTarget):
                      "DDM-match": (4.8, 0.71, 1.6), "DDM-full": (5.3, 0.88, 1.6)},
     }
     paper_rows = {"DDM (paper schedule)": "DDM-full"}  # the paper has one DDM row
+    paired_rows = ("DDM-full", "DDM (paper schedule)")
     title = "Table 1: locating the most / least influential cluster (DDM ablation)"
     relu = {"Random Select": "random", "DDM-full": "ddm", "DDM (paper schedule)": "paper"}
     rows = [NOISE_FLOOR, "Random Select", "Predict-based", "Clustering-based", "DDM w/o cluster", "DDM-match",
@@ -229,6 +241,7 @@ class Table2(LocateTarget):
         "Scaleup": (10.4, 6.5, 3.9), "DDM": (10.8, 6.8, 5.3)}.items()}
         for index, dataset in enumerate(("mnist", "cifar10", "cifar100"))}
     paper_rows = {"DDM (paper schedule)": "DDM"}
+    paired_rows = ("DDM", "DDM (paper schedule)")
     title = "Table 2: Dist1 of DDM against influence-function baselines"
     relu = {"Random Select": "random", "DDM": "ddm", "DDM (paper schedule)": "paper"}
     rows = [NOISE_FLOOR, "Random Select", "Koh", "FastIF", "Scaleup", *FIELD_METHODS, "DDM",
@@ -239,8 +252,8 @@ class Table2(LocateTarget):
 
     def notes(self, ctx: RunContext) -> list[str]:
         return [*super().notes(ctx), *runnable(self.methods, ctx.config)[1],
-                "the field's methods (TRAK to Representer points) attribute samples; a cluster's effect is its "
-                "members' sum (first order); each cell records its offline (fit) and online seconds"]
+                "the field's methods (TRAK to Representer points) attribute samples; a cluster's effect is "
+                "its members' sum (first order); each cell records its offline (fit) and online seconds"]
 
     def run_seed(self, ctx: RunContext, seed: int) -> tuple[CellValues, dict[str, Any]]:
         stages = ctx.stages(ctx.seeded(seed))

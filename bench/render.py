@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bench.base import TARGETS
 from bench.results import Cell, Result, numerics_tag
+from bench.stats import RESAMPLES, Interval, paired, ratio_of_means
 from ddm.io import atomic_write_text
 
 EXTRA_TEXT = {
@@ -17,6 +18,10 @@ EXTRA_TEXT = {
                 "per query",
     "oracle": "oracle = the best cluster's exact value",
     "random": "random = the exact expectation over all clusters",
+    "top1": "topk = share of (seed, query) pairs whose oracle-best cluster is among the method's k "
+            "highest scores",
+    "top5": "",
+    "top10": "",
     "removed": "removed = share of the training images actually removed (whole clusters)",
     "noisy share": "noisy share = fraction of the removed images that carried the added noise",
 }
@@ -50,11 +55,42 @@ def _digits(values: list[float], most: int = 6) -> int:
     return most
 
 
+def _interval_text(interval: Interval | None, scale: float = 1.0, digits: int = 3) -> str:
+    """'estimate [low, high]' (the 95 % bootstrap interval), '-' without one."""
+    if interval is None:
+        return "-"
+    return (f"{_number(interval.estimate, scale, digits)} "
+            f"[{_number(interval.low, scale, digits)}, {_number(interval.high, scale, digits)}]")
+
+
 def _ours(cell: Cell | None, scale: float, digits: int = 3) -> str:
     if cell is None or not cell.values:
         return "-"
+    interval = cell.interval()
+    if interval is not None:  # per-query values stored: the mean with its bootstrap interval
+        return _interval_text(interval, scale, digits)
     text = _number(cell.mean, scale, digits)
     return f"{text} ± {_number(cell.std, scale)}" if len(cell.values) > 1 else text
+
+
+def _ratio_data(cell: Cell) -> bool:
+    """Whether the cell holds what the normalized score's ratio of means needs, for every seed."""
+    return all(len(cell.queries.get(key, [])) == len(cell.values) > 0
+               for key in ("value", "random", "oracle"))
+
+
+def _extra(cell: Cell | None, name: str) -> str:
+    """A secondary number: from the per-query values with its interval where the cell has them
+    (normalized: the ratio of means), else the mean of the per-seed values."""
+    if cell is None:
+        return "-"
+    queries = cell.queries
+    if name == "normalized" and _ratio_data(cell):
+        return _interval_text(ratio_of_means(queries["value"], queries["random"], queries["oracle"]))
+    if queries.get(name):
+        return _interval_text(cell.interval(name))
+    values = cell.extra.get(name)
+    return _number(sum(values) / len(values)) if values else "-"
 
 
 def _header(column: str, scale: float) -> str:
@@ -89,7 +125,9 @@ def main_table(result: Result, scales: dict[str, float], paper: bool = True) -> 
 def extra_table(result: Result) -> list[str]:
     """Secondary numbers (normalized score vs the oracle, Spearman, ...) where the cells have them."""
     names = [name for name in EXTRA_ORDER
-             if any(name in cell.extra for cells in result.cells.values() for cell in cells.values())]
+             if any(name in cell.extra or name in cell.queries
+                    or (name == "normalized" and _ratio_data(cell))
+                    for cells in result.cells.values() for cell in cells.values())]
     if not names:
         return []
     header = ["Method"] + [f"{column}: {name}" for column in result.columns for name in names]
@@ -100,11 +138,42 @@ def extra_table(result: Result) -> list[str]:
         line = [row]
         for column in result.columns:
             cell = result.cells.get(row, {}).get(column)
-            for name in names:
-                values = cell.extra.get(name) if cell else None
-                line.append(_number(sum(values) / len(values)) if values else "-")
+            line += [_extra(cell, name) for name in names]
         lines.append("| " + " | ".join(line) + " |")
     return lines
+
+
+def paired_table(result: Result, scales: dict[str, float]) -> list[str]:
+    """Each of the target's ``paired_rows`` against every other row judged by the same oracle, on
+    the same (seed, query) pairs: the mean difference of the cell's value with its interval, and the
+    share of pairs the paired row wins (ties half)."""
+    target = TARGETS[result.target] if result.target in TARGETS else None  # noqa: SIM401 (a Registry)
+    if target is None or not target.paired_rows:
+        return []
+    lines = ["| Row | against | " + " | ".join(f"{_header(c, scales.get(c, 1.0))}: difference [95 %], wins"
+                                                  for c in result.columns) + " |",
+             "|" + "---|" * (2 + len(result.columns))]
+    for row in (r for r in target.paired_rows if r in result.cells):
+        for other in result.rows:
+            if other == row or other not in result.cells or (
+                    target.unpaired_suffix and other.endswith(target.unpaired_suffix)):
+                continue
+            texts = [_paired_text(result.cells[row].get(column), result.cells[other].get(column),
+                                  scales.get(column, 1.0)) for column in result.columns]
+            if any(text != "-" for text in texts):
+                lines.append(f"| {row} | {other} | " + " | ".join(texts) + " |")
+    return lines if len(lines) > 2 else []
+
+
+def _paired_text(cell: Cell | None, other: Cell | None, scale: float) -> str:
+    mine, theirs = (c.queries.get("value") if c else None for c in (cell, other))
+    if not mine or not theirs or len(mine) != len(theirs) or len(mine) != len(cell.values) or any(
+            len(a) != len(b) for a, b in zip(mine, theirs, strict=True)):
+        return "-"
+    comparison = paired(mine, theirs)
+    if comparison is None:
+        return "-"
+    return f"{_interval_text(comparison.difference, scale)}, {comparison.win_rate:.0%}"
 
 
 PERTURB_TEXT = {"jitter": "theta_0 moved by one unit in the last place (seeded)",
@@ -146,13 +215,26 @@ def render_markdown(result: Result, scales: dict[str, float] | None = None) -> s
     lines = [f"# {result.title} — {result.dataset}, scale `{result.scale}`", ""]
     paper = TARGETS[result.target].paper_columns if result.target in TARGETS else True
     lines += main_table(result, scales, paper)
-    lines += ["", "Ours: mean ± sample std over seeds." + (
+    intervals = any(cell.interval() for cells in result.cells.values() for cell in cells.values())
+    summary = (f"Ours: mean over (seed, query) with its 95 % bootstrap interval [low, high] ({RESAMPLES} "
+               "replicates; seeds resampled, then queries within each drawn seed; bench/stats.py)"
+               + ("; rows without per-query values: mean ± sample std over seeds." if any(
+                   not cell.interval() for cells in result.cells.values() for cell in cells.values())
+                  else ".")) if intervals else "Ours: mean ± sample std over seeds."
+    lines += ["", summary + (
         " The paper column is the published number at the paper's scale (full data, width 128, 30 epochs), "
         "printed for orientation only; '-' where the paper reports none." if paper else ""), ""]
     extra = extra_table(result)
     if extra:
-        lines += ["Secondary numbers (means over seeds): " + "; ".join(
-            text for name, text in EXTRA_TEXT.items() if name in extra[0]) + ".", ""] + extra + [""]
+        how = ("means over seeds, or with per-query values their 95 % interval; normalized then the "
+               "ratio of means" if intervals else "means over seeds")
+        lines += [f"Secondary numbers ({how}): " + "; ".join(
+            text for name, text in EXTRA_TEXT.items() if text and name in extra[0]) + ".", ""] + extra + [""]
+    pairs = paired_table(result, scales)
+    if pairs:
+        lines += ["Paired comparisons over the same (seed, query) pairs: the mean difference of the "
+                  "row's value minus the other's, with its 95 % bootstrap interval, and the share of "
+                  "pairs the row wins (ties count half).", ""] + pairs + [""]
     lines += floor_table(result)
     query_seeds = [seed + result.query_seed_base for seed in result.seeds]
     seeds_line = f"- seeds: {result.seeds}"

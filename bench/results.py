@@ -14,12 +14,15 @@ import math
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from ddm.errors import DataError
+
+if TYPE_CHECKING:
+    from bench.stats import Interval
 from ddm.io import atomic_write_text
 
 RESULT_SCHEMA = 1
@@ -34,6 +37,9 @@ class Cell:
     seconds: list[float] = field(default_factory=list)
     extra: dict[str, list[float]] = field(default_factory=dict)
     paper: float | None = None
+    # per-query values behind the per-seed numbers: name -> per seed, one value per query (cells of
+    # targets that score queries; ``bench.stats`` turns them into intervals and paired comparisons)
+    queries: dict[str, list[list[float]]] = field(default_factory=dict)
 
     @property
     def mean(self) -> float:
@@ -45,15 +51,37 @@ class Cell:
         finite = [v for v in self.values if math.isfinite(v)]
         return float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
 
-    def add(self, value: float, seconds: float, **extra: float) -> None:
+    def add(self, value: float, seconds: float, queries: dict[str, list[float]] | None = None,
+            **extra: float) -> None:
+        """One seed's value, seconds, secondary numbers and (where the target scores queries) the
+        per-query values behind them; a cell keeps per-query values only when every seed has them."""
+        if queries is not None and len(self.queries.get(next(iter(queries), ""), [])) != len(self.values):
+            queries = None  # an earlier seed had none: the series would not line up with the seeds
         self.values.append(float(value))
         self.seconds.append(float(seconds))
         for name, number in extra.items():
             self.extra.setdefault(name, []).append(float(number))
+        if queries is None:
+            self.queries = {}
+        else:
+            for name, per_query in queries.items():
+                self.queries.setdefault(name, []).append([float(v) for v in per_query])
+
+    def interval(self, name: str = "value") -> Interval | None:
+        """The mean of per-query series ``name`` over (seed, query) with its bootstrap interval
+        (``bench.stats``); None without per-query values for every seed."""
+        from bench.stats import mean_interval
+
+        series = self.queries.get(name)
+        return mean_interval(series) if series and len(series) == len(self.values) else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "mean": self.mean, "std": self.std, "n": len(self.values),
+        data = {**asdict(self), "mean": self.mean, "std": self.std, "n": len(self.values),
                 "extra_mean": {name: _mean(values) for name, values in self.extra.items()}}
+        if self.queries:  # the intervals a reader would otherwise recompute, beside their data
+            data["intervals"] = {name: interval.to_dict() for name in self.queries
+                                 if (interval := self.interval(name)) is not None}
+        return data
 
 
 def _mean(values: list[float]) -> float:
@@ -99,7 +127,8 @@ class Result:
         if data.get("schema") != RESULT_SCHEMA:
             raise DataError(f"result schema {data.get('schema')!r} is not {RESULT_SCHEMA}; rerun the target")
         fields = {key: value for key, value in data.items() if key != "schema"}
-        fields["cells"] = {row: {column: Cell(cell["values"], cell["seconds"], cell["extra"], cell["paper"])
+        fields["cells"] = {row: {column: Cell(cell["values"], cell["seconds"], cell["extra"], cell["paper"],
+                                              cell.get("queries", {}))
                                  for column, cell in columns.items()}
                            for row, columns in data["cells"].items()}
         return cls(**fields)

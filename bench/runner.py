@@ -77,7 +77,8 @@ def committed_seeds(result: Result, ctx: RunContext) -> tuple[dict[int, KeptSeed
             # computed under the stage schemas this code has (a kept seed is stamped with them)
             and old.environment.get("stages") == schemas(TARGETS[result.target].stages))
     n = len(old.seeds)
-    aligned = all(len(cell.values) == n and all(len(v) == n for v in cell.extra.values())
+    aligned = all(len(cell.values) == n
+                  and all(len(v) == n for v in (*cell.extra.values(), *cell.queries.values()))
                   for columns in old.cells.values() for cell in columns.values())
     if not (same and aligned):
         return {}, {}
@@ -89,6 +90,9 @@ def committed_seeds(result: Result, ctx: RunContext) -> tuple[dict[int, KeptSeed
                 cells.setdefault(row, {})[column] = {
                     "value": cell.values[index], "seconds": cell.seconds[index],
                     **{name: values[index] for name, values in cell.extra.items()}}
+                if cell.queries:
+                    cells[row][column]["queries"] = {name: values[index]
+                                                     for name, values in cell.queries.items()}
         env = old.environment
         kept[seed] = (cells, old.series.get(str(seed), {}),
                       env.get("cells_code_versions", {}).get(str(seed), env.get("code_version")),

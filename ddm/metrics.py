@@ -13,7 +13,7 @@ With ``exact`` = the objective of exactly retraining without each single cluster
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -23,18 +23,24 @@ from torch import Tensor
 EPS = 1e-12
 
 
+TOP_K = (1, 5, 10)  # top-k recall of the oracle's most influential cluster
+
+
 @dataclass(frozen=True)
 class LocateScore:
-    """Table-1/2 numbers for one method and objective (means over queries)."""
+    """Table-1/2 numbers for one method and objective (means over queries), and ``queries``: the
+    per-query values behind each (located, random, oracle, spearman, top1/top5/top10), for intervals
+    and paired comparisons over (seed, query)."""
 
     located: float
     random: float
     oracle: float
     normalized: float
     spearman: float
+    queries: dict[str, list[float]] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, float]:
-        return asdict(self)
+        return {name: value for name, value in asdict(self).items() if name != "queries"}
 
 
 def located_value(exact: Tensor, located: Tensor) -> float:
@@ -56,22 +62,40 @@ def normalized_score(method: float, random: float, oracle: float) -> float:
     return (method - random) / gap if abs(gap) > EPS else float("nan")
 
 
-def mean_spearman(scores: Tensor, exact: Tensor) -> float:
-    """Mean over queries (columns) of Spearman(scores[:, q], exact[:, q]); constant columns skipped."""
-    values = []
+def spearman_per_query(scores: Tensor, exact: Tensor) -> np.ndarray:
+    """Spearman(scores[:, q], exact[:, q]) per query (column) [n_q]; NaN where either is constant."""
+    values = np.full(exact.shape[1], np.nan)
     for q in range(exact.shape[1]):
         a, b = scores[:, q].double().numpy(), exact[:, q].double().numpy()
         if np.ptp(a) > 0 and np.ptp(b) > 0:
-            values.append(spearmanr(a, b).statistic)
-    return float(np.mean(values)) if values else float("nan")
+            values[q] = spearmanr(a, b).statistic
+    return values
+
+
+def mean_spearman(scores: Tensor, exact: Tensor) -> float:
+    """Mean over queries (columns) of Spearman(scores[:, q], exact[:, q]); constant columns skipped."""
+    values = spearman_per_query(scores, exact)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+def top_k_recall(scores: Tensor, exact: Tensor, k: int) -> np.ndarray:
+    """Per query [n_q]: 1 when the oracle's best cluster is among the method's k highest scores."""
+    best = exact.argmax(0)
+    top = scores.double().topk(min(k, scores.shape[0]), dim=0).indices
+    return (top == best.view(1, -1)).any(0).double().numpy()
 
 
 def locate_score(scores: Tensor, exact: Tensor) -> LocateScore:
     """All Table-1/2 numbers for a method's scores [K, n_q] against exact effects [K, n_q]."""
-    method = located_value(exact, scores.argmax(0))
-    random, oracle = random_value(exact), oracle_value(exact)
+    located = exact.gather(0, scores.argmax(0).view(1, -1))[0].double()
+    queries = {"located": located, "random": exact.double().mean(0), "oracle": exact.double().max(0).values}
+    queries = {name: values.tolist() for name, values in queries.items()}
+    queries["spearman"] = spearman_per_query(scores, exact).tolist()
+    queries.update({f"top{k}": top_k_recall(scores, exact, k).tolist() for k in TOP_K})
+    method, random, oracle = (float(np.mean(queries[name])) for name in ("located", "random", "oracle"))
+    spearman = queries["spearman"]
     return LocateScore(method, random, oracle, normalized_score(method, random, oracle),
-                       mean_spearman(scores, exact))
+                       float(np.nanmean(spearman)) if np.isfinite(spearman).any() else float("nan"), queries)
 
 
 def true_class_margin(probabilities: Tensor, labels: Tensor) -> Tensor:

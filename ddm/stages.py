@@ -100,10 +100,11 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
           "one setting of lds-standard (dattri's MNIST-10) for one seed: its ground truth and every "
           "method's cells; resumes after the ground truth and after each method",
           payload="cells.json"),
-    Stage("cells", "cells", 4, ("data", "model", "train", "cluster", "distill", "attribute"),
+    Stage("cells", "cells", 5, ("data", "model", "train", "cluster", "distill", "attribute"),
           ("data", "target", "clusters"), ("bench/evaluation.py",),
           "one seed's cells of a benchmark target (the target's own module is one of its sources); "
-          "4: the oracle's numerical floor, the ReLU rows", payload="cells.json"),
+          "4: the oracle's numerical floor, the ReLU rows; 5: per-query values (intervals, paired "
+          "comparisons)", payload="cells.json"),
 )}
 
 
