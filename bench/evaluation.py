@@ -8,13 +8,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from baselines.exact import ExactAttributor, RetrainSpec
 from bench.base import RunContext
 from ddm.attributor import Attributor, Queries, RemovalPredictor
-from ddm.metrics import LocateScore, lds, locate_score, mean_spearman, true_class_margin
+from ddm.metrics import (
+    LocateScore,
+    additive_margins,
+    lds_per_query,
+    locate_score,
+    mean_spearman,
+    true_class_margin,
+)
 from ddm.objectives import get_objective
 from ddm.pipeline import Stages, select_queries
 
@@ -83,15 +91,24 @@ def score_method(attributor: Attributor, oracle: Oracle, objective: str) -> Loca
     return locate_score(scores, oracle.exact(objective))
 
 
-def cluster_lds(methods: dict[str, RemovalPredictor], queries: Queries, masks: Tensor,
-                actual: Tensor) -> dict[str, float]:
-    """Cluster-level LDS of every method: the mean over queries of the Spearman correlation, across
-    keep-masks [m, K], between the true-class margin each method predicts for the joint removal
-    (:meth:`~ddm.attributor.RemovalPredictor.predict_masks`) and the one exact retraining gave
-    (``actual``: probabilities [m, n_q, classes] of the masks retrained)."""
+def cluster_lds(methods: dict[str, RemovalPredictor], queries: Queries, masks: Tensor, actual: Tensor,
+                joint: frozenset[str] = frozenset()) -> dict[str, np.ndarray]:
+    """Cluster-level LDS of every method, per query [n_q]: the Spearman correlation, across keep-masks
+    [m, K], between the true-class margin a method predicts for each joint removal and the one exact
+    retraining gave (``actual``: probabilities [m, n_q, classes] of the masks retrained). A method's
+    prediction is its single-cluster effects added up in the margin (TRAK's LDS,
+    :func:`~ddm.metrics.additive_margins`); the methods named in ``joint`` predict the masks
+    themselves (:meth:`~ddm.attributor.RemovalPredictor.predict_masks`: the masks retrained)."""
     margins = true_class_margin(actual.to(torch.float64), queries.labels)
-    return {name: lds(true_class_margin(method.predict_masks(masks, queries).clamp(0, 1), queries.labels),
-                      margins) for name, method in methods.items()}
+    scores = {}
+    for name, method in methods.items():
+        if name in joint:
+            predicted = true_class_margin(method.predict_masks(masks, queries), queries.labels)
+        else:
+            predicted = additive_margins(method.removals(queries), method.reference(queries), queries.labels,
+                                         masks)
+        scores[name] = lds_per_query(predicted, margins)
+    return scores
 
 
 # Clusters whose removal the locate tables retrain a second time, perturbed, to measure the oracle's

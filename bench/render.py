@@ -136,11 +136,29 @@ def extra_table(result: Result) -> list[str]:
         if not result.cells.get(row):
             continue
         line = [row]
-        for column in result.columns:
+        for index, column in enumerate(result.columns):
             cell = result.cells.get(row, {}).get(column)
-            line += [_extra(cell, name) for name in names]
+            for name in names:
+                same = _same_series(result, row, name, result.columns[:index], cell)
+                line.append(f"= {same}" if same else _extra(cell, name))
         lines.append("| " + " | ".join(line) + " |")
     return lines
+
+
+def _same_series(result: Result, row: str, name: str, earlier: list[str], cell: Cell | None) -> str | None:
+    """The earlier column whose per-query ``name`` values this cell repeats (to 1e-9): Dist3 is a
+    monotone transform of Dist1, so its Spearman is Dist1's and is not printed as separate evidence."""
+    if cell is None or name != "spearman" or not cell.queries.get(name):
+        return None
+    for column in earlier:
+        other = result.cells.get(row, {}).get(column)
+        series = other.queries.get(name) if other else None
+        if series and len(series) == len(cell.queries[name]) and all(
+                len(a) == len(b) and all(math.isclose(x, y, rel_tol=0, abs_tol=1e-9) or x != x and y != y
+                                         for x, y in zip(a, b, strict=True))
+                for a, b in zip(series, cell.queries[name], strict=True)):
+            return column
+    return None
 
 
 def paired_table(result: Result, scales: dict[str, float]) -> list[str]:

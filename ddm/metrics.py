@@ -8,7 +8,8 @@ With ``exact`` = the objective of exactly retraining without each single cluster
 - ``normalized``: (method - random) / (oracle - random): 0 = random, 1 = oracle;
 - ``spearman``: per query, rank correlation of the method's K scores with the K exact effects;
 - ``lds``: the linear datamodeling score at cluster level: Spearman, over random keep-masks, between
-  predicted and exactly retrained margins of the true class, averaged over queries.
+  predicted and exactly retrained margins of the true class, averaged over queries; a per-cluster
+  method's prediction is additive in the margin (``additive_margins``, as TRAK defines the LDS).
 """
 
 from __future__ import annotations
@@ -125,6 +126,25 @@ def additive_prediction(single_removals: Tensor, reference: Tensor, keep: Tensor
     effects = (single_removals - reference).to(torch.float64)
     removed = (~keep).to(torch.float64)
     return reference + torch.einsum("mk,kqc->mqc", removed, effects)
+
+
+def additive_margins(single_removals: Tensor, reference: Tensor, labels: Tensor, keep: Tensor) -> Tensor:
+    """True-class margins for keep-masks as TRAK's LDS predicts them: additive in the margin.
+
+    single_removals [K, n_q, C]: predicted probabilities with each cluster removed; reference
+    [n_q, C]; labels [n_q]; keep bool [m, K] -> [m, n_q] = margin(reference) + sum over removed k of
+    (margin(single_k) - margin(reference)). Linear in the mask (no clamping of summed
+    probabilities); every per-cluster attribution predicts joint removals this way.
+    """
+    base = true_class_margin(reference.to(torch.float64), labels)
+    effects = true_class_margin(single_removals.to(torch.float64), labels) - base  # [K, n_q]
+    return base + (~keep).to(torch.float64) @ effects
+
+
+def lds_per_query(predicted_margins: Tensor, actual_margins: Tensor) -> np.ndarray:
+    """Per query [n_q], the Spearman correlation across masks of predicted and actual margins (both
+    [m, n_q]); NaN where either is constant."""
+    return spearman_per_query(predicted_margins, actual_margins)
 
 
 def lds(predicted_margins: Tensor, actual_margins: Tensor) -> float:

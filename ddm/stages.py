@@ -104,7 +104,7 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
           ("data", "target", "clusters"), ("bench/evaluation.py",),
           "one seed's cells of a benchmark target (the target's own module is one of its sources); "
           "4: the oracle's numerical floor, the ReLU rows; 5: per-query values (intervals, paired "
-          "comparisons)", payload="cells.json"),
+          "comparisons), the LDS additive in the margin at keep 50 % and 90 %", payload="cells.json"),
 )}
 
 

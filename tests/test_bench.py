@@ -240,9 +240,14 @@ def test_a_run_without_the_methods_extra_skips_their_rows_and_says_why(tmp_path,
 def test_lds_of_the_exact_masks_is_one(ran_all):
     root, _ = ran_all
     data = json.loads((root / "results" / "lds" / "digits" / "smoke" / "lds.json").read_text())
-    assert data["cells"]["Exact: the masks retrained"]["LDS"]["values"] == pytest.approx([1.0, 1.0])
-    for row, cells in data["cells"].items():
-        assert all(-1 <= v <= 1 for v in cells["LDS"]["values"]), row
+    assert data["columns"] == ["keep 50%", "keep 90%"]
+    for column in data["columns"]:
+        exact = data["cells"]["Exact: the masks retrained"][column]
+        assert exact["values"] == pytest.approx([1.0, 1.0])
+        assert all(v == pytest.approx(1.0) for seed in exact["queries"]["value"] for v in seed)
+        for row, cells in data["cells"].items():
+            assert all(-1 <= v <= 1 for v in cells[column]["values"]), row
+            assert len(cells[column]["queries"]["value"]) == 2  # per seed, one value per query
 
 
 @pytest.mark.slow

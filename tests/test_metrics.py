@@ -2,13 +2,16 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from ddm.metrics import (
+    additive_margins,
     additive_prediction,
     lds,
     lds_masks,
+    lds_per_query,
     locate_score,
     located_value,
     mean_spearman,
@@ -75,3 +78,35 @@ def test_lds_is_one_for_a_monotone_prediction():
     actual = torch.randn(20, 3, generator=torch.Generator().manual_seed(0))
     assert lds(2 * actual + 1, actual) == pytest.approx(1.0)
     assert lds(-actual, actual) == pytest.approx(-1.0)
+
+
+def test_an_exactly_margin_linear_model_has_margin_space_lds_one():
+    """Golden case for TRAK's LDS: outputs whose true-class margin is exactly linear in the mask are
+    predicted perfectly by their single-cluster margin changes added up (and not by probabilities
+    added up and clamped, the previous definition)."""
+    generator = torch.Generator().manual_seed(0)
+    n_clusters, n_q, classes = 6, 3, 4
+    labels = torch.tensor([0, 2, 3])
+    base_logits = torch.randn(n_q, classes, generator=generator, dtype=torch.float64)
+    effects = 2.0 * torch.randn(n_clusters, n_q, generator=generator, dtype=torch.float64)
+
+    def outputs(removed: torch.Tensor) -> torch.Tensor:
+        """Two-class-dominant softmax whose log-odds of the true class move by the removed effects."""
+        logits = base_logits.clone().expand(len(removed), n_q, classes).clone()
+        logits[..., :] = -30.0  # every class but the true one and one rival is negligible
+        rival = (labels + 1) % classes
+        shift = removed.to(torch.float64) @ effects
+        index = labels.view(1, -1, 1).expand(len(removed), n_q, 1)
+        logits.scatter_(-1, index, (1.0 + shift).unsqueeze(-1))
+        logits.scatter_(-1, rival.view(1, -1, 1).expand(len(removed), n_q, 1), 0.0)
+        return logits.softmax(-1)
+
+    keep = lds_masks(n_clusters, 12, seed=1, keep_fraction=0.5)
+    singles = outputs(torch.eye(n_clusters, dtype=torch.bool))
+    reference = outputs(torch.zeros(1, n_clusters, dtype=torch.bool))[0]
+    actual = true_class_margin(outputs(~keep), labels)
+    predicted = additive_margins(singles, reference, labels, keep)
+    torch.testing.assert_close(predicted, actual)  # exactly linear in the margin
+    assert lds_per_query(predicted, actual) == pytest.approx(np.ones(n_q))
+    clamped = true_class_margin(additive_prediction(singles, reference, keep).clamp(0, 1), labels)
+    assert lds_per_query(clamped, actual).mean() < 1 - 1e-6  # probabilities added up are not

@@ -107,3 +107,18 @@ def test_a_seed_without_per_query_values_drops_them_for_the_cell():
     assert cell.queries == {} and cell.interval() is None
     cell.add(0.2, 1.0, queries={"value": [0.2]})
     assert cell.queries == {} and len(cell.values) == 3
+
+
+def test_a_spearman_that_repeats_an_earlier_objectives_is_printed_once():
+    import bench.targets  # noqa: F401
+    from bench.render import extra_table
+    from bench.results import Result
+
+    result = Result(target="table1", dataset="mnist", scale="small", title="T", description="d",
+                    rows=["DDM-full"], columns=["dist1", "dist2", "dist3"], cells={}, seeds=[0],
+                    config={}, environment={})
+    for column, spearman in (("dist1", [0.5, 0.2]), ("dist2", [0.1, 0.3]), ("dist3", [0.5, 0.2])):
+        result.cell("DDM-full", column).add(0.0, 0.0, spearman=float(np.mean(spearman)),
+                                            queries={"spearman": spearman})
+    line = extra_table(result)[-1]
+    assert line.endswith("| = dist1 |") and line.count("= ") == 1
