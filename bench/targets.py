@@ -7,6 +7,7 @@ from bench import (  # noqa: F401
     lds,
     locate,
     matrices,
+    mislabel,
     noise,
     removal,
     stability,

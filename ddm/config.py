@@ -34,10 +34,21 @@ AUGMENTED_DATASETS = frozenset({"cifar10", "cifar100", "tinyimagenet"})
 LOW_LR_DATASETS = frozenset({"mnist", "fashion-mnist", "digits"})
 
 
-def _field(default: Any, help: str, choices: tuple[str, ...] | str | None = None) -> Any:
+def _field(default: Any, help: str, choices: tuple[str, ...] | str | None = None,
+           keyed_at_default: bool = True) -> Any:
     """A config field with its help text and, for a string field, its choices: a tuple, or the
-    ``"module:attribute"`` of the registry (or tuple) that holds them."""
-    return field(default=default, metadata={"help": help, "choices": choices})
+    ``"module:attribute"`` of the registry (or tuple) that holds them. A field added after artifacts
+    were cached is declared ``keyed_at_default=False``: at its default it stays out of every cache
+    key, so the artifacts computed before it existed keep their keys."""
+    return field(default=default, metadata={"help": help, "choices": choices,
+                                            "keyed_at_default": keyed_at_default})
+
+
+def key_view(section: Any, omit: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The fields of a config section that enter a cache key (see :func:`_field`)."""
+    return {spec.name: getattr(section, spec.name) for spec in dataclasses.fields(section)
+            if spec.name not in omit and (spec.metadata.get("keyed_at_default", True)
+                                          or getattr(section, spec.name) != spec.default)}
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,11 @@ class DataConfig:
     noise_relative: float | None = _field(
         None, "when set, the noise's L2 norm as a multiple of each noisy image's own L2 norm "
         "(normalized units), replacing noise_norm: a size set by effect, not by units"
+    )
+
+    label_noise: float = _field(
+        0.0, "fraction of training labels flipped to another class, seeded by subset_seed (the "
+        "mislabel target: 0.1)", keyed_at_default=False
     )
 
     data_fingerprint: str | None = _field(
@@ -421,6 +437,8 @@ def validate(config: ExperimentConfig) -> None:
         raise ConfigError(f"n_per_class must be >= 1, got {config.data.n_per_class}")
     if not 0 <= config.data.noise_fraction <= 1:
         raise ConfigError(f"noise_fraction must be in [0, 1], got {config.data.noise_fraction}")
+    if not 0 <= config.data.label_noise < 1:
+        raise ConfigError(f"label_noise must be in [0, 1), got {config.data.label_noise}")
     if config.data.noise_relative is not None and not config.data.noise_relative >= 0:
         raise ConfigError(f"noise_relative must be >= 0, got {config.data.noise_relative}")
     if config.train.checkpoint_every < 0:

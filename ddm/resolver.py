@@ -27,12 +27,11 @@ import json
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ddm.cache import ArtifactCache, CacheEntry, config_key
-from ddm.config import ExperimentConfig, validate
+from ddm.config import ExperimentConfig, key_view, validate
 from ddm.io import torch_bytes
 from ddm.paths import home
 from ddm.stages import STAGES, Stage
@@ -91,7 +90,7 @@ def _nbytes(value: Mapping[str, Any]) -> int:
 
 
 def section_view(config: ExperimentConfig, section: str, omit: tuple[str, ...]) -> dict[str, Any]:
-    return {name: value for name, value in asdict(getattr(config, section)).items() if name not in omit}
+    return key_view(getattr(config, section), omit)
 
 
 class Resolver:

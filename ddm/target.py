@@ -61,8 +61,24 @@ def load_data(config: ExperimentConfig, data_root: str | None = None) -> DataSpl
     if not all(torch.isfinite(split).all() for split in (data.train_x, data.val_x, data.test_x)):
         raise DataError(f"{spec.dataset}: the images contain non-finite values (NaN or inf); check the "
                         "files")
-    return add_noise(data, spec.noise_fraction, spec.noise_norm, spec.subset_seed,
+    data = add_noise(data, spec.noise_fraction, spec.noise_norm, spec.subset_seed,
                      relative=spec.noise_relative)
+    return flip_labels(data, spec.label_noise, spec.subset_seed)
+
+
+def flip_labels(data: DataSplits, fraction: float, seed: int) -> DataSplits:
+    """A seeded ``fraction`` of the training labels, each moved to another class drawn uniformly
+    (never its own); validation and test labels stay true. The rows are in ``data.flipped_rows``."""
+    n_flipped = round(fraction * len(data.train_y))
+    if n_flipped == 0:
+        return data
+    generator = torch.Generator().manual_seed(2_000_003 + seed)
+    rows = torch.randperm(len(data.train_y), generator=generator)[:n_flipped].sort().values
+    classes = data.info.num_classes
+    shift = torch.randint(1, classes, (n_flipped,), generator=generator)
+    train_y = data.train_y.clone()
+    train_y[rows] = (train_y[rows] + shift) % classes
+    return dataclasses.replace(data, train_y=train_y, flipped_rows=rows)
 
 
 def in_precision(data: DataSplits, dtype: torch.dtype) -> DataSplits:

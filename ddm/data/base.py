@@ -48,6 +48,7 @@ class DataSplits:
     train_index: Tensor  # int64 [N]: row of each kept training image in the full training split
     info: DatasetInfo
     noisy_rows: Tensor | None = None  # int64: training rows given Gaussian noise (Table 6), if any
+    flipped_rows: Tensor | None = None  # int64: training rows whose label was flipped (mislabel), if any
 
 
 @dataclass(frozen=True)

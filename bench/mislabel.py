@@ -1,0 +1,168 @@
+"""Mislabel detection: the field's standard data-quality test (dattri's noisy-label AUC, kronfluence's
+"inspect 10 % of the data, find X % of the mislabels"), run on DDM's clusters (issue 22).
+
+Not a table of the paper. A seeded ``LABEL_NOISE`` share of the training labels is moved to another
+class (``label_noise``; validation and test labels stay true); the target, its clusters (per noisy
+class) and DDM's synset are built on that set. Every method then scores each training cluster by its
+**self-influence**: the predicted cross-entropy of each training image on its own (possibly flipped)
+label after removing its own cluster, against the average over all clusters' removals, averaged over
+the cluster's members,
+
+    s_k = mean over i in k of ( CE_i(without k) - mean_j CE_i(without j) ),
+
+with the attributions each method gives for Dist2 (the cross-entropy objective) on the training images
+as queries. A memorized wrong label is what removing its own cluster costs most, so high s_k should
+mean many flips.
+
+Reported, for the flipped images among all N training images: the AUC of the ranking (each image
+takes its cluster's score, so ties within a cluster count half: **a cluster-level method ranks whole
+clusters**, and its AUC is bounded by how the flips spread over clusters), and the share of flips
+found when inspecting the top 10 % and 20 % of the training images in score order (cluster by
+cluster; the last cluster reached is counted in proportion to the budget left, its expected yield in
+a random order).
+
+Sample-level rows, where a method attributes samples: the field's library methods (TRAK, EK-FAC,
+K-FAC, TracIn-CP, Grad-Dot, Grad-Cos, representer points) also rank each image by its own
+self-influence, -tau_ii(y_i) / p_i(y_i) (the first-order change of its own cross-entropy when it alone
+is removed), in the "(samples)" columns. Two rows without attribution frame the numbers: "Training
+loss" (the target's cross-entropy of each image on its label: the simplest mislabel detector, per
+image and averaged per cluster) and "Exact retraining" (s_k from retraining without each cluster: what
+exact cluster self-influence achieves). Predict- and Clustering-based similarity rank clusters by
+similarity to a query, and every cluster is most similar to its own members: they have no row.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import Tensor
+
+from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
+from bench.evaluation import FIELD_METHODS, runnable
+from ddm.attributor import Queries
+from ddm.objectives import to_probabilities
+from ddm.pipeline import Stages
+from ddm.train import predict
+
+LABEL_NOISE = 0.1  # share of training labels flipped (dattri's and kronfluence's noisy-label setting)
+BUDGETS = (0.1, 0.2)  # shares of the training data inspected
+EXACT_ROW = "Exact retraining (cluster self-influence)"
+LOSS_ROW = "Training loss (no attribution)"
+PAPER_ROW = "DDM (paper schedule)"
+METHODS = {"Random Select": "random", "Koh": "koh", "FastIF": "fastif", "Scaleup": "scaleup",
+           **FIELD_METHODS, "DDM": "ddm"}
+CLUSTER_COLUMNS = ["AUC", "top 10%", "top 20%"]
+SAMPLE_COLUMNS = ["AUC (samples)", "top 10% (samples)", "top 20% (samples)"]
+
+
+def detection(scores: Tensor, flipped: Tensor) -> dict[str, float]:
+    """AUC and the share of flips found in the top ``BUDGETS`` of the data, for per-image scores [N]
+    (images of one cluster share its score) and the flipped mask bool [N]. Ties are inspected in a
+    random order: within a tied block the expected yield is its flip rate times the budget spent."""
+    scores, flipped = scores.double().cpu().numpy(), flipped.cpu().numpy()
+    values = {"AUC": float(roc_auc_score(flipped, scores))}
+    levels, inverse = np.unique(-scores, return_inverse=True)  # blocks of tied scores, best first
+    sizes = np.bincount(inverse, minlength=len(levels))
+    flips = np.bincount(inverse, weights=flipped.astype(float), minlength=len(levels))
+    before = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    for budget in BUDGETS:
+        spent = np.clip(budget * len(scores) - before, 0, sizes)  # images of each block inspected
+        values[f"top {budget:.0%}"] = float((flips * spent / sizes).sum() / max(flipped.sum(), 1))
+    return values
+
+
+def self_influence(scores: Tensor, cluster_ids: Tensor) -> Tensor:
+    """Cluster scores [K] from Dist2 attributions scores [K, N] on the training images as queries:
+    the mean over each cluster's members of its own removal's score minus the mean over clusters."""
+    relative = scores.double() - scores.double().mean(0, keepdim=True)
+    own = relative.gather(0, cluster_ids.view(1, -1))[0]
+    n_clusters = scores.shape[0]
+    sums = torch.zeros(n_clusters, dtype=torch.float64).index_add_(0, cluster_ids, own)
+    return sums / torch.bincount(cluster_ids, minlength=n_clusters).clamp_min(1)
+
+
+def sample_self_influence(attributor: Any, queries: Queries) -> Tensor | None:
+    """-tau_ii(y_i) / p_i(y_i) [N] for a method that attributes samples (the library adapters'
+    ``sample_changes``), None for one that does not."""
+    changes = getattr(attributor, "sample_changes", None)
+    if changes is None:
+        return None
+    tau = changes(queries).to(torch.float64).cpu()  # [N, N, L]
+    index = torch.arange(len(queries))
+    own = tau[index, index, queries.labels.cpu()]
+    probability = attributor.reference(queries).to(torch.float64).cpu()[index, queries.labels.cpu()]
+    return -own / probability.clamp_min(1e-12)
+
+
+def training_queries(stages: Stages) -> Queries:
+    """Every training image with its (possibly flipped) label: the queries of self-influence."""
+    return Queries(stages.data.train_x, stages.data.train_y)
+
+
+def row_cells(cluster_scores: Tensor, sample_scores: Tensor | None, stages: Stages,
+              seconds: float) -> dict[str, dict[str, Any]]:
+    flipped = torch.isin(torch.arange(len(stages.data.train_y)), stages.data.flipped_rows)
+    ids = stages.clustering.cluster_ids.cpu()
+    cells = {column: {"value": value, "seconds": seconds}
+             for column, value in zip(CLUSTER_COLUMNS, detection(cluster_scores[ids], flipped).values(),
+                                      strict=True)}
+    if sample_scores is not None:
+        cells.update({column: {"value": value, "seconds": 0.0}
+                      for column, value in zip(SAMPLE_COLUMNS, detection(sample_scores, flipped).values(),
+                                               strict=True)})
+    return cells
+
+
+@TARGETS.register("mislabel")
+class Mislabel(BenchTarget):
+    name = "mislabel"
+    title = (f"Mislabel detection: {LABEL_NOISE:.0%} of the training labels flipped, training data ranked "
+             "by self-influence")
+    rows = [LOSS_ROW, EXACT_ROW, *METHODS, PAPER_ROW]
+    columns = CLUSTER_COLUMNS + SAMPLE_COLUMNS
+    retrains = True
+    paper_columns = False
+    stages = (*BenchTarget.stages, "library")
+
+    def notes(self, ctx: RunContext) -> list[str]:
+        return [f"config: {config_summary(ctx.config)} with label_noise={LABEL_NOISE}",
+                "cluster columns: each image takes its cluster's self-influence (ties count half in the AUC; "
+                "the last cluster reached in a budget counts in proportion); '(samples)': per-image "
+                "self-influence, only for methods that attribute samples (and the training loss)",
+                "base rates: AUC 0.5, top 10% finds 10% and top 20% finds 20% of the flips at random",
+                *runnable(METHODS, ctx.config)[1]]
+
+    def run_seed(self, ctx: RunContext, seed: int) -> tuple[CellValues, dict[str, Any]]:
+        stages = ctx.stages(ctx.seeded(seed, label_noise=LABEL_NOISE))
+        queries = training_queries(stages)
+        cells: CellValues = {}
+        start = time.perf_counter()
+        loss = training_loss(stages, queries)
+        means = torch.zeros(stages.clustering.n_clusters, dtype=torch.float64).index_add_(
+            0, stages.clustering.cluster_ids.cpu(), loss)
+        means /= torch.bincount(stages.clustering.cluster_ids.cpu(), minlength=len(means)).clamp_min(1)
+        cells[LOSS_ROW] = row_cells(means, loss, stages, time.perf_counter() - start)
+        start = time.perf_counter()
+        exact = ctx.exact(stages).attribute(queries, "dist2")
+        cells[EXACT_ROW] = row_cells(self_influence(exact, stages.clustering.cluster_ids.cpu()), None,
+                                     stages, time.perf_counter() - start)
+        fits = {row: (method, stages) for row, method in runnable(METHODS, ctx.config)[0].items()}
+        fits[PAPER_ROW] = ("ddm", ctx.paper_stages(seed, label_noise=LABEL_NOISE))
+        for row, (method, method_stages) in fits.items():
+            start = time.perf_counter()
+            attributor = ctx.fit(method, method_stages)
+            scores = attributor.attribute(queries, "dist2")
+            cluster_scores = self_influence(scores, method_stages.clustering.cluster_ids.cpu())
+            cells[row] = row_cells(cluster_scores, sample_self_influence(attributor, queries), method_stages,
+                                   time.perf_counter() - start)
+        return cells, {"flipped": stages.data.flipped_rows.tolist()}
+
+
+def training_loss(stages: Stages, queries: Queries) -> Tensor:
+    """The target's cross-entropy of each training image on its label [N] (float64)."""
+    probabilities = to_probabilities(predict(stages.target.model, queries.images)).to(torch.float64).cpu()
+    return -probabilities[torch.arange(len(queries)), queries.labels.cpu()].clamp_min(1e-300).log()

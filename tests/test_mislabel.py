@@ -1,0 +1,48 @@
+"""Mislabel detection (bench/mislabel.py): flipped labels, self-influence, the detection metrics."""
+
+import pytest
+import torch
+
+from bench.mislabel import detection, self_influence
+from ddm.config import preset, with_overrides
+from ddm.target import load_data
+
+
+def test_a_seeded_tenth_of_the_training_labels_moves_to_another_class():
+    config = preset("smoke", "digits")
+    clean, noisy = load_data(config), load_data(with_overrides(config, label_noise=0.1))
+    changed = (clean.train_y != noisy.train_y).nonzero().flatten()
+    assert torch.equal(changed, noisy.flipped_rows) and len(changed) == round(0.1 * len(clean.train_y))
+    assert torch.equal(clean.test_y, noisy.test_y) and torch.equal(clean.train_x, noisy.train_x)
+    again = load_data(with_overrides(config, label_noise=0.1))
+    assert torch.equal(again.train_y, noisy.train_y)  # seeded by subset_seed
+    assert clean.flipped_rows is None
+
+
+def test_detection_by_hand():
+    flipped = torch.tensor([True, True, False, False, False, False, False, False, False, False])
+    perfect = detection(torch.arange(10, 0, -1).double(), flipped)
+    # the two flips ranked first: AUC 1; inspecting 1 image finds 1 of 2, 2 images find both
+    assert perfect == {"AUC": 1.0, "top 10%": 0.5, "top 20%": 1.0}
+    # one block of ties holding everything: a random order, the base rates
+    tied = detection(torch.zeros(10), flipped)
+    assert tied == {"AUC": 0.5, "top 10%": pytest.approx(0.1), "top 20%": pytest.approx(0.2)}
+    # a cluster of 4 images (both flips among them) scored first: 10 % of 10 images = 1 image of that
+    # block, whose expected yield is 2/4 flips -> 0.5 / 2 flips found = 0.25
+    clustered = detection(torch.tensor([1.0] * 4 + [0.0] * 6),
+                          torch.tensor([True, False, True, False] + [False] * 6))
+    assert clustered["top 10%"] == pytest.approx(0.25) and clustered["top 20%"] == pytest.approx(0.5)
+    # 2 flips x 8 clean pairs: 12 won against the other block, 4 tied inside the cluster (half each)
+    assert clustered["AUC"] == pytest.approx((12 + 0.5 * 4) / 16)
+
+
+def test_self_influence_is_the_own_clusters_relative_score_averaged_over_members():
+    # 3 clusters, 4 training images: image 0, 1 in cluster 0; image 2 in 1; image 3 in 2
+    scores = torch.tensor([[3.0, 1.0, 0.0, 0.0],
+                           [0.0, 1.0, 6.0, 0.0],
+                           [0.0, 1.0, 0.0, 3.0]])
+    ids = torch.tensor([0, 0, 1, 2])
+    # own score minus the column's mean: image 0: 3 - 1 = 2; image 1: 1 - 1 = 0; image 2: 6 - 2 = 4;
+    # image 3: 3 - 1 = 2; cluster 0 averages its two images
+    expected = torch.tensor([1.0, 4.0, 2.0], dtype=torch.float64)
+    torch.testing.assert_close(self_influence(scores, ids), expected)
