@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
 from baselines.influence import option
-from baselines.library import LibraryAttributor, class_items, model_copy, probability_of
+from baselines.library import LibraryAttributor, model_copy, probability_of
 from ddm.attributor import METHODS, Queries
 from ddm.errors import ConfigError
 
@@ -94,7 +94,8 @@ class KroneckerInfluence(LibraryAttributor):
         with self.quiet():
             self.analyzer = Analyzer(self.name, model, self.task, cpu=not torch.cuda.is_available(),
                                      disable_tqdm=True, output_dir=scratch)
-            self.analyzer.fit_all_factors("factors", self.train_set(), per_device_batch_size=self.options.batch_size,
+            self.analyzer.fit_all_factors("factors", self.train_set(),
+                                          per_device_batch_size=self.options.batch_size,
                                           factor_args=FactorArguments(strategy=self.strategy))
 
     def train_set(self) -> TensorDataset:
@@ -103,7 +104,7 @@ class KroneckerInfluence(LibraryAttributor):
     def sample_changes(self, queries: Queries) -> Tensor:
         from kronfluence.arguments import ScoreArguments
 
-        images, one_hot = class_items(queries, self.n_classes)
+        images, one_hot = self.items(queries, self.n_classes)
         size = self.options.batch_size
         train = self.train_set()
         with self.quiet():

@@ -121,9 +121,33 @@ class LibraryAttributor(RemovalPredictor):
                 warnings.simplefilter("ignore", category)
             yield
 
+    label_items = False  # True inside label_changes: one item per query (its label), not one per class
+
     @abstractmethod
     def sample_changes(self, queries: Queries) -> Tensor:
-        """tau [N, n_q, L] (float64, CPU): the predicted change of p_c(query) when sample i is removed."""
+        """tau [N, n_q, L] (float64, CPU): the predicted change of p_c(query) when sample i is removed
+        (L = 1, the query's label only, while ``label_items`` is set)."""
+
+    def items(self, queries: Queries, n_classes: int) -> tuple[Tensor, Tensor]:
+        """What the library scores: every (query, class) pair (:func:`class_items`), or while
+        ``label_items`` is set each query with its own label (one-hot rows [n_q, L])."""
+        if self.label_items:
+            return queries.images, torch.eye(n_classes, dtype=queries.images.dtype)[queries.labels.cpu()]
+        return class_items(queries, n_classes)
+
+    def label_changes(self, queries: Queries) -> Tensor:
+        """tau [N, n_q] (float64, CPU): the predicted change of each query's own-label probability when
+        sample i is removed, scoring one item per query instead of L (mislabel detection needs no
+        other class)."""
+        self.label_items = True
+        try:
+            tau = self.sample_changes(queries).to(torch.float64).cpu()
+        finally:
+            self.label_items = False
+        if tau.shape[-1] == 1:
+            return tau[..., 0]
+        index = queries.labels.cpu().view(1, -1, 1).expand(tau.shape[0], -1, 1)
+        return tau.gather(-1, index)[..., 0]  # an adapter that scores every class regardless
 
     def predict_removals(self, queries: Queries) -> Tensor:
         tau = self.sample_changes(queries).to(torch.float64).cpu()

@@ -31,7 +31,6 @@ from torch import Tensor, nn
 from baselines.influence import option
 from baselines.library import (
     LibraryAttributor,
-    class_items,
     loader,
     model_copy,
     probability_of,
@@ -85,7 +84,7 @@ class GradientSimilarity(LibraryAttributor):
         normalized = self.normalized
         attributor = TracInAttributor(task, weight_list=torch.tensor(weights), normalized_grad=normalized,
                                       projector_kwargs=projector, device=device)
-        images, one_hot = class_items(queries, self.reference(queries).shape[1])
+        images, one_hot = self.items(queries, self.reference(queries).shape[1])
         size = self.options.batch_size
         with self.quiet():
             scores = attributor.attribute(loader(self.data.train_x, self.data.train_y, batch_size=size),

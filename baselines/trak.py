@@ -91,8 +91,8 @@ class TRAKAttributor(LibraryAttributor):
         n_classes = self.reference(queries).shape[1]
         model = model_copy(self.target)
         states = [state_dict_of(model_copy(self.target, theta)) for theta in self.model_states()]
-        items = queries.images.repeat_interleave(n_classes, 0)
-        labels = torch.arange(n_classes).repeat(len(queries)) + n_classes
+        items, one_hot = self.items(queries, n_classes)
+        labels = one_hot.argmax(1) + n_classes
         size, n_train = self.options.batch_size, len(self.data.train_y)
         proj_dim = min(self.options.proj_dim, max(n_train // 2, 1))
         device = str(next(model.parameters()).device)

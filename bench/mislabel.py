@@ -44,7 +44,8 @@ from torch import Tensor
 from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
 from bench.evaluation import FIELD_METHODS, runnable
 from ddm.attributor import Queries
-from ddm.objectives import to_probabilities
+from ddm.cluster import Clustering
+from ddm.objectives import EPS, to_probabilities
 from ddm.pipeline import Stages
 from ddm.train import predict
 
@@ -85,17 +86,22 @@ def self_influence(scores: Tensor, cluster_ids: Tensor) -> Tensor:
     return sums / torch.bincount(cluster_ids, minlength=n_clusters).clamp_min(1)
 
 
-def sample_self_influence(attributor: Any, queries: Queries) -> Tensor | None:
-    """-tau_ii(y_i) / p_i(y_i) [N] for a method that attributes samples (the library adapters'
-    ``sample_changes``), None for one that does not."""
-    changes = getattr(attributor, "sample_changes", None)
+def method_scores(attributor: Any, queries: Queries, clustering: Clustering) -> tuple[Tensor, Tensor | None]:
+    """Dist2 scores [K, N] of removing each cluster, on the training images as queries, and for a
+    method that attributes samples (the library adapters' ``label_changes``) each image's own
+    self-influence -tau_ii / p_i [N]. The adapters score only each image's own label (Dist2 reads no
+    other class): p_y without cluster k = p_y + the sum of its members' tau, the cross-entropy its
+    minus log, as ``predict_removals`` and Dist2 would give for that class."""
+    changes = getattr(attributor, "label_changes", None)
     if changes is None:
-        return None
-    tau = changes(queries).to(torch.float64).cpu()  # [N, N, L]
+        return attributor.attribute(queries, "dist2"), None
+    tau = changes(queries)  # [N, N]: sample i removed, change of p_y(query q)
     index = torch.arange(len(queries))
-    own = tau[index, index, queries.labels.cpu()]
     probability = attributor.reference(queries).to(torch.float64).cpu()[index, queries.labels.cpu()]
-    return -own / probability.clamp_min(1e-12)
+    sums = torch.zeros(clustering.n_clusters, tau.shape[1], dtype=torch.float64)
+    sums.index_add_(0, clustering.cluster_ids.cpu(), tau)
+    scores = -(probability[None] + sums).clamp_min(EPS).log()
+    return scores, -tau[index, index] / probability.clamp_min(EPS)
 
 
 def training_queries(stages: Stages) -> Queries:
@@ -155,9 +161,9 @@ class Mislabel(BenchTarget):
         for row, (method, method_stages) in fits.items():
             start = time.perf_counter()
             attributor = ctx.fit(method, method_stages)
-            scores = attributor.attribute(queries, "dist2")
-            cluster_scores = self_influence(scores, method_stages.clustering.cluster_ids.cpu())
-            cells[row] = row_cells(cluster_scores, sample_self_influence(attributor, queries), method_stages,
+            clustering = method_stages.clustering
+            scores, samples = method_scores(attributor, queries, clustering)
+            cells[row] = row_cells(self_influence(scores, clustering.cluster_ids.cpu()), samples, method_stages,
                                    time.perf_counter() - start)
         return cells, {"flipped": stages.data.flipped_rows.tolist()}
 

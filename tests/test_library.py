@@ -71,6 +71,26 @@ def test_each_method_ranks_the_planted_cluster_first(planted, method):
     assert float(removed[PLANTED, 0, 0]) < float(reference[0, 0]), method
 
 
+@pytest.mark.parametrize("method", list(LIBRARY_METHODS))
+def test_scoring_each_querys_own_label_only_gives_that_column_of_every_class(planted, method):
+    """label_changes (one item per query: mislabel detection) is sample_changes at each query's
+    label, for adapters that score one item per query and for those that score every class."""
+    target, data, clustering, _, resolver = planted
+    if not installed(LIBRARY_METHODS[method]):
+        pytest.skip(f"{LIBRARY_METHODS[method]} is not installed (the methods extra)")
+    cls = METHODS[method]
+    options = cls.Options(**FAST_OPTIONS.get(method, {})) if cls.Options is not None else None
+    attributor = cls(TINY, options=options, resolver=resolver, progress=False)
+    attributor.fit(target, data, clustering)
+    queries = Queries(data.test_x[:3], data.test_y[:3])
+    every = attributor.sample_changes(queries).to(torch.float64)
+    own = every[:, torch.arange(3), queries.labels]
+    # kronfluence and traker compute in float32 and batch the items differently: 1e-7 absolute, up to
+    # 2e-3 relative on the smallest entries (measured); 1e-3 of the column's scale is that noise
+    scale = float(own.abs().max())
+    torch.testing.assert_close(attributor.label_changes(queries), own, rtol=1e-3, atol=1e-3 * scale)
+
+
 def test_representer_points_find_the_querys_class_but_not_the_planted_cluster(planted):
     """Representer points decompose a head fine-tuned to the network's own outputs: a sample's weight
     is its residual there, and the planted members, identical and fitted well, get small residuals.

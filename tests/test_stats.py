@@ -122,3 +122,21 @@ def test_a_spearman_that_repeats_an_earlier_objectives_is_printed_once():
                                             queries={"spearman": spearman})
     line = extra_table(result)[-1]
     assert line.endswith("| = dist1 |") and line.count("= ") == 1
+
+
+def test_an_interval_of_the_committed_quickstart_table_recomputes_from_its_per_query_values():
+    """results/ holds the per-query values behind Table 1; the interval the table shows is theirs."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    data = json.loads((root / "results" / "table1" / "digits" / "smoke" / "table1.json").read_text())
+    cell = data["cells"]["DDM-full"]["dist1"]
+    per_query = cell["queries"]["value"]
+    assert len(per_query) == len(data["seeds"]) and all(len(q) == data["n_queries"] for q in per_query)
+    interval = mean_interval(per_query)
+    assert interval.estimate == pytest.approx(cell["mean"], rel=1e-12)
+    stored = cell["intervals"]["value"]
+    assert (interval.low, interval.high) == pytest.approx((stored["low"], stored["high"]), rel=1e-12)
+    table = (root / "tables" / "table1_digits_smoke.md").read_text()
+    text = f"{100 * interval.estimate:.3g} [{100 * interval.low:.3g}, {100 * interval.high:.3g}]"
+    assert any(line.startswith("| DDM-full |") and text in line for line in table.splitlines()), text
