@@ -163,8 +163,8 @@ class Mislabel(BenchTarget):
             attributor = ctx.fit(method, method_stages)
             clustering = method_stages.clustering
             scores, samples = method_scores(attributor, queries, clustering)
-            cells[row] = row_cells(self_influence(scores, clustering.cluster_ids.cpu()), samples, method_stages,
-                                   time.perf_counter() - start)
+            ranked = self_influence(scores, clustering.cluster_ids.cpu())
+            cells[row] = row_cells(ranked, samples, method_stages, time.perf_counter() - start)
         return cells, {"flipped": stages.data.flipped_rows.tolist()}
 
 
