@@ -46,7 +46,7 @@ from bench.evaluation import (
     runnable,
     table_perturbation,
 )
-from ddm.metrics import locate_score
+from ddm.metrics import TOP_K, locate_score
 from ddm.objectives import get_objective
 from ddm.pipeline import Stages
 
@@ -141,11 +141,16 @@ def random_row(oracle: Oracle, objectives: list[str]) -> dict[str, dict[str, Any
     """The exact expectation of a uniformly random cluster (normalized score 0 by definition)."""
     row = {}
     for objective in objectives:
-        score = locate_score(torch.zeros_like(oracle.exact(objective)), oracle.exact(objective))
+        exact = oracle.exact(objective)
+        score = locate_score(torch.zeros_like(exact), exact)
         row[objective] = {"value": score.random, "seconds": 0.0, "normalized": 0.0,
                           "oracle": score.oracle, "random": score.random,
                           "queries": {"value": score.queries["random"], "random": score.queries["random"],
-                                      "oracle": score.queries["oracle"]}}
+                                      "oracle": score.queries["oracle"],
+                                      # a uniformly random ranking holds the best cluster in its top k
+                                      # with probability k / K
+                                      **{f"top{k}": [min(k, len(exact)) / len(exact)] * exact.shape[1]
+                                         for k in TOP_K}}}
     return row
 
 
