@@ -407,15 +407,39 @@ def run_setting(setting: Setting, split: Split, seed: int, progress: bool = Fals
     for row, method in tqdm(METHODS.items(), desc=f"{setting.name} methods", disable=not progress):
         if applies(row, setting) or row in cells:
             continue
-        models = models or Models(setting, split, seed, full_models(setting, split, seed, TRACIN_MODELS))
+        if models is None:
+            models = Models(setting, split, seed, full_models(setting, split, seed, TRACIN_MODELS))
+            if "random" in state:  # where the stopped run was: LiSSA and Arnoldi draw from the globals
+                restore_random(state["random"])
         start = time.perf_counter()
         with warnings.catch_warnings(), (contextlib.nullcontext() if progress else muted()):
             warnings.simplefilter("ignore")  # the libraries' own deprecation notices
             grid = method(models)
         cells.update(grid_cells(row, grid, truth, setting.n_test, time.perf_counter() - start))
         if checkpoint:
-            checkpoint(state)
+            checkpoint({**state, "random": random_state()})
     return cells
+
+
+def random_state() -> dict[str, Any]:
+    """The global generators dattri's attributors draw from (LiSSA's batches, Arnoldi's start vector)
+    as tensors and plain lists, so a resumed run continues the stopped run's sequence exactly."""
+    import random
+
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    version, internal, python_gauss = random.getstate()
+    numpy = [kind, torch.as_tensor(keys.astype(np.int64)), position, has_gauss, gauss]
+    return {"torch": torch.get_rng_state(), "numpy": numpy, "python": [version, list(internal), python_gauss]}
+
+
+def restore_random(saved: dict[str, Any]) -> None:
+    import random
+
+    torch.set_rng_state(saved["torch"])
+    kind, keys, position, has_gauss, gauss = saved["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    version, internal, python_gauss = saved["python"]
+    random.setstate((version, tuple(internal), python_gauss))
 
 
 @TARGETS.register("lds-standard")

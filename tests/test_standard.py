@@ -150,20 +150,30 @@ def test_a_stopped_setting_resumes_after_its_ground_truth_and_finished_methods(m
             calls[name] += 1
             if fail and calls[name] == 1:
                 raise KeyboardInterrupt  # the run is stopped here
-            return [(0.0, torch.randn(n_train, n_test, generator=torch.Generator().manual_seed(1)))]
+            return [(0.0, torch.randn(n_train, n_test))]  # from the global generator, as LiSSA draws
         return run
 
+    def reseeding_models(*args):
+        torch.manual_seed(5)  # dattri's trainers seed the global generators
+        return []
+
     monkeypatch.setattr(standard, "ground_truth", counted_truth)
-    monkeypatch.setattr(standard, "full_models", lambda *args: [])
+    monkeypatch.setattr(standard, "full_models", reseeding_models)
+    monkeypatch.setattr(standard, "METHODS", {"first": method("first"), "second": method("second")})
+    straight = standard.run_setting(setting, split, 0)
+    calls.update(truth=0, first=0, second=0)
     monkeypatch.setattr(standard, "METHODS",
                         {"first": method("first"), "second": method("second", fail=True)})
     saved = []
     with pytest.raises(KeyboardInterrupt):
         standard.run_setting(setting, split, 0, checkpoint=lambda state: saved.append(
-            {"truth": dict(state["truth"]), "cells": dict(state["cells"])}))
+            {**state, "cells": dict(state["cells"])}))
     assert [sorted(s["cells"]) for s in saved] == [[standard.ORACLE_ROW],
                                                    sorted([standard.ORACLE_ROW, "first"])]
+    torch.manual_seed(123)  # another process: the globals start elsewhere
     cells = standard.run_setting(setting, split, 0, resumed=saved[-1])
     assert calls == {"truth": 1, "first": 1, "second": 2}
     assert set(cells) == {standard.ORACLE_ROW, "first", "second"}
     assert cells["first"] == saved[-1]["cells"]["first"]
+    # the resumed method drew what it would have drawn in an uninterrupted run
+    assert cells["second"]["value"] == straight["second"]["value"]
