@@ -31,14 +31,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import numpy as np
 import torch
 
 from baselines.exact import removed_rows
 from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
 from bench.evaluation import FIELD_METHODS, cluster_lds, runnable
 from ddm.attributor import RemovalPredictor
-from ddm.metrics import lds_masks
+from ddm.metrics import finite_mean, lds_masks
 from ddm.pipeline import select_queries
 
 LDS_MASKS = 50  # retrained masks per seed and keep fraction (TRAK's LDS uses 50-100 subsets)
@@ -62,6 +61,7 @@ class LDSTable(BenchTarget):
     rows = [EXACT_MASKS, EXACT_ADDITIVE, *METHODS, PAPER_ROW]
     stages = (*BenchTarget.stages, "library")
     columns = list(KEEP)
+    paper_columns = False  # not a table of the paper
     paired_rows = ("DDM-full", PAPER_ROW)
 
     def notes(self, ctx: RunContext) -> list[str]:
@@ -101,11 +101,8 @@ class LDSTable(BenchTarget):
                 per_query = cluster_lds({row: method}, queries, masks, actual, joint=JOINT)[row]
                 online = time.perf_counter() - start + (mask_seconds if row == EXACT_MASKS else 0.0)
                 share = offline.get(row, 0.0) / len(KEEP)  # the fit serves both columns
-                cells[row][column] = {"value": _nanmean(per_query), "seconds": online + share,
+                cells[row][column] = {"value": finite_mean(per_query), "seconds": online + share,
                                       "offline_seconds": offline.get(row, 0.0), "online_seconds": online,
                                       "queries": {"value": per_query.tolist()}}
         return cells, series
 
-
-def _nanmean(values: np.ndarray) -> float:
-    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")

@@ -76,14 +76,17 @@ def detection(scores: Tensor, flipped: Tensor) -> dict[str, float]:
     return values
 
 
+def cluster_means(values: Tensor, cluster_ids: Tensor, n_clusters: int) -> Tensor:
+    """Per-image values [N] averaged over each cluster's members -> [K] (float64)."""
+    sums = torch.zeros(n_clusters, dtype=torch.float64).index_add_(0, cluster_ids, values.double())
+    return sums / torch.bincount(cluster_ids, minlength=n_clusters).clamp_min(1)
+
+
 def self_influence(scores: Tensor, cluster_ids: Tensor) -> Tensor:
     """Cluster scores [K] from Dist2 attributions scores [K, N] on the training images as queries:
     the mean over each cluster's members of its own removal's score minus the mean over clusters."""
     relative = scores.double() - scores.double().mean(0, keepdim=True)
-    own = relative.gather(0, cluster_ids.view(1, -1))[0]
-    n_clusters = scores.shape[0]
-    sums = torch.zeros(n_clusters, dtype=torch.float64).index_add_(0, cluster_ids, own)
-    return sums / torch.bincount(cluster_ids, minlength=n_clusters).clamp_min(1)
+    return cluster_means(relative.gather(0, cluster_ids.view(1, -1))[0], cluster_ids, scores.shape[0])
 
 
 def method_scores(attributor: Any, queries: Queries, clustering: Clustering) -> tuple[Tensor, Tensor | None]:
@@ -148,9 +151,7 @@ class Mislabel(BenchTarget):
         cells: CellValues = {}
         start = time.perf_counter()
         loss = training_loss(stages, queries)
-        means = torch.zeros(stages.clustering.n_clusters, dtype=torch.float64).index_add_(
-            0, stages.clustering.cluster_ids.cpu(), loss)
-        means /= torch.bincount(stages.clustering.cluster_ids.cpu(), minlength=len(means)).clamp_min(1)
+        means = cluster_means(loss, stages.clustering.cluster_ids.cpu(), stages.clustering.n_clusters)
         cells[LOSS_ROW] = row_cells(means, loss, stages, time.perf_counter() - start)
         start = time.perf_counter()
         exact = ctx.exact(stages).attribute(queries, "dist2")

@@ -15,6 +15,7 @@ With ``exact`` = the objective of exactly retraining without each single cluster
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,10 +74,15 @@ def spearman_per_query(scores: Tensor, exact: Tensor) -> np.ndarray:
     return values
 
 
+def finite_mean(values: Any) -> float:
+    """Mean of the finite entries (a query whose Spearman is undefined is skipped); NaN when none is."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(values[np.isfinite(values)].mean()) if np.isfinite(values).any() else float("nan")
+
+
 def mean_spearman(scores: Tensor, exact: Tensor) -> float:
     """Mean over queries (columns) of Spearman(scores[:, q], exact[:, q]); constant columns skipped."""
-    values = spearman_per_query(scores, exact)
-    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+    return finite_mean(spearman_per_query(scores, exact))
 
 
 def top_k_recall(scores: Tensor, exact: Tensor, k: int) -> np.ndarray:
@@ -96,7 +102,7 @@ def locate_score(scores: Tensor, exact: Tensor) -> LocateScore:
     method, random, oracle = (float(np.mean(queries[name])) for name in ("located", "random", "oracle"))
     spearman = queries["spearman"]
     return LocateScore(method, random, oracle, normalized_score(method, random, oracle),
-                       float(np.nanmean(spearman)) if np.isfinite(spearman).any() else float("nan"), queries)
+                       finite_mean(spearman), queries)
 
 
 def true_class_margin(probabilities: Tensor, labels: Tensor) -> Tensor:
