@@ -30,7 +30,8 @@ LEVEL = 0.95
 BOOTSTRAP_SEED = 0  # the generator of every interval (rendering is deterministic)
 
 PerSeed = Sequence[Sequence[float]] | Sequence[np.ndarray]  # per seed: one value per query
-Statistic = Callable[[np.ndarray], float]  # pooled draws [n, d] -> number
+Statistic = Callable[[np.ndarray], np.ndarray]  # column means [..., d] -> statistic [...]
+CHUNK = 500  # replicates drawn at once (bounds the gathered draws to CHUNK x seeds x queries x d)
 
 
 @dataclass(frozen=True)
@@ -58,40 +59,65 @@ def _columns(per_seed: Sequence[PerSeed]) -> list[np.ndarray]:
     return [array for array in arrays if len(array)]
 
 
+def replicate_means(arrays: Sequence[np.ndarray], resamples: int = RESAMPLES,
+                    seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """The column means [resamples, d] of ``resamples`` two-stage bootstrap draws from ``arrays``
+    (one [n_s, d] array per seed): per replicate, as many seeds as there are, drawn with
+    replacement, then within each drawn seed as many of its queries as it has, with replacement
+    (query j of a seed with n queries is floor(u * n) for a uniform u). Drawn ``CHUNK`` replicates
+    at a time, vectorized."""
+    generator = np.random.default_rng(seed)
+    sizes = np.array([len(array) for array in arrays])
+    longest, width = int(sizes.max()), arrays[0].shape[1]
+    padded = np.zeros((len(arrays), longest, width))
+    for s, array in enumerate(arrays):
+        padded[s, :len(array)] = array
+    means = np.empty((resamples, width))
+    for start in range(0, resamples, CHUNK):
+        count = min(CHUNK, resamples - start)
+        drawn = generator.integers(len(arrays), size=(count, len(arrays)))  # [count, seeds]
+        n = sizes[drawn][..., None]  # each drawn seed's query count
+        queries = np.floor(generator.random((count, len(arrays), longest)) * n).astype(np.int64)
+        kept = np.arange(longest) < n  # the first n draws of a seed with n queries
+        values = padded[drawn[..., None], np.minimum(queries, longest - 1)] * kept[..., None]
+        means[start:start + count] = values.sum(axis=(1, 2)) / kept.sum(axis=(1, 2))[:, None]
+    return means
+
+
 def bootstrap(series: Sequence[PerSeed], statistic: Statistic, resamples: int = RESAMPLES,
               seed: int = BOOTSTRAP_SEED, level: float = LEVEL) -> Interval | None:
-    """``statistic`` of the pooled values of ``series`` (each: per seed, one value per query; aligned
-    query for query) with its two-stage bootstrap interval; None when no value is finite."""
+    """``statistic`` of the pooled values' column means (``series``: each per seed, one value per
+    query, aligned query for query) with its two-stage bootstrap interval; None when no value is
+    finite. Every statistic here (a mean, a ratio of means) is a function of the column means."""
     arrays = _columns(series)
     if not arrays:
         return None
-    estimate = float(statistic(np.concatenate(arrays)))
-    generator = np.random.default_rng(seed)
-    replicates = np.empty(resamples)
-    for b in range(resamples):
-        drawn = generator.integers(len(arrays), size=len(arrays))
-        pooled = [arrays[s][generator.integers(len(arrays[s]), size=len(arrays[s]))] for s in drawn]
-        replicates[b] = statistic(np.concatenate(pooled))
+    estimate = float(statistic(np.concatenate(arrays).mean(axis=0)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        replicates = np.asarray(statistic(replicate_means(arrays, resamples, seed)), dtype=np.float64)
     finite = replicates[np.isfinite(replicates)]
+    total = sum(map(len, arrays))
     if not len(finite):
-        return Interval(estimate, math.nan, math.nan, len(arrays), sum(map(len, arrays)))
+        return Interval(estimate, math.nan, math.nan, len(arrays), total)
     tail = (1 - level) / 2
     low, high = np.quantile(finite, [tail, 1 - tail])
-    return Interval(estimate, float(low), float(high), len(arrays), sum(map(len, arrays)))
+    return Interval(estimate, float(low), float(high), len(arrays), total)
 
 
 def mean_interval(per_seed: PerSeed, **options) -> Interval | None:
     """The mean over (seed, query) values with its interval."""
-    return bootstrap([per_seed], lambda pooled: float(pooled[:, 0].mean()), **options)
+    return bootstrap([per_seed], lambda means: means[..., 0], **options)
 
 
 def ratio_of_means(method: PerSeed, random: PerSeed, oracle: PerSeed, **options) -> Interval | None:
     """Normalized score as the ratio of means, (mean method - mean random) / (mean oracle - mean
     random), with its interval: the ratio of per-seed ratios' mean is not used, since a seed whose
-    oracle is barely above random swings it without bound."""
-    def ratio(pooled: np.ndarray) -> float:
-        gap = (pooled[:, 2] - pooled[:, 1]).mean()
-        return float((pooled[:, 0] - pooled[:, 1]).mean() / gap) if abs(gap) > 1e-12 else math.nan
+    oracle is barely above random swings it without bound. NaN where the oracle's and random's
+    means coincide (to 1e-12)."""
+    def ratio(means: np.ndarray) -> np.ndarray:
+        gap = means[..., 2] - means[..., 1]
+        safe = np.where(np.abs(gap) > 1e-12, gap, np.nan)
+        return (means[..., 0] - means[..., 1]) / safe
 
     return bootstrap([method, random, oracle], ratio, **options)
 

@@ -6,20 +6,28 @@ import math
 import numpy as np
 import pytest
 
-from bench.stats import bootstrap, mean_interval, paired, ratio_of_means
+from bench.stats import mean_interval, paired, ratio_of_means, replicate_means
 
 
 def test_one_seed_of_two_queries_has_the_hand_computed_bootstrap_distribution():
     # queries {0, 1}, drawn twice with replacement: mean 0 (p 1/4), 1/2 (p 1/2), 1 (p 1/4)
-    replicates = []
-    bootstrap([[[0.0, 1.0]]], lambda pooled: replicates.append(pooled[:, 0].mean()) or 0.0,
-              resamples=4000)
-    replicates = np.array(replicates[1:])  # the first call is the estimate on the data itself
+    replicates = replicate_means([np.array([[0.0], [1.0]])], resamples=4000)[:, 0]
     for value, probability in ((0.0, 0.25), (0.5, 0.5), (1.0, 0.25)):
         share = float((replicates == value).mean())
         assert abs(share - probability) < 4 * math.sqrt(probability * (1 - probability) / 4000), value
     interval = mean_interval([[0.0, 1.0]])
     assert (interval.estimate, interval.low, interval.high) == (0.5, 0.0, 1.0)
+
+
+def test_two_seeds_of_unequal_size_draw_each_seeds_own_queries():
+    # seed a has one query (value 0), seed b three (value 1): a replicate of seeds (a, a) pools 2
+    # zeros, (a, b) or (b, a) one zero and three ones (3/4), (b, b) six ones; each seed's draws stay
+    # within its own queries
+    replicates = replicate_means([np.array([[0.0]]), np.array([[1.0], [1.0], [1.0]])], resamples=4000)
+    values, counts = np.unique(replicates[:, 0], return_counts=True)
+    assert list(values) == [0.0, 0.75, 1.0]
+    for count, probability in zip(counts, (0.25, 0.5, 0.25), strict=True):
+        assert abs(count / 4000 - probability) < 4 * math.sqrt(probability * (1 - probability) / 4000)
 
 
 def test_seeds_are_resampled_before_queries():
