@@ -171,6 +171,37 @@ def test_table1_cells_are_sane(ran_all):
 
 
 @pytest.mark.slow
+def test_lds_standard_scores_every_method_beside_dattris_published_values(ran_all):
+    """The run-all fixture's lds-standard (dattri's MNIST-10 benchmark at smoke scale on digits):
+    every method has its cell, gridded methods record their chosen point, n/a is said, not filled."""
+    import numpy as np
+
+    from bench import standard
+
+    root, _ = ran_all
+    path = root / "results" / "lds-standard" / "digits" / "smoke" / "lds-standard.json"
+    saved = json.loads(path.read_text())
+    cells = saved["cells"]
+    expected = {standard.ORACLE_ROW, *(row for row in standard.METHODS if row not in ("TRAK-10", "TRAK-50")),
+                *(row + standard.DEV for row in standard.GRIDDED)}
+    assert set(cells) == expected
+    # the chosen grid point is recorded, and one of dattri's grid
+    chosen = cells["IF (CG)" + standard.DEV]["LR"]["extra"]["chosen"]
+    assert len(chosen) == 2 and set(chosen) <= set(standard.REGULARIZATIONS)
+    assert "MLP" not in cells["IF (explicit)"]  # n/a: said in the notes, never a stand-in number
+    assert any("explicit Hessian" in note for note in saved["notes"])
+    for row, columns in cells.items():
+        for column, cell in columns.items():
+            assert all(-1 <= v <= 1 for v in cell["values"] if np.isfinite(v)), (row, column)
+    assert cells["TRAK-1"]["LR"]["paper"] is None  # dattri published MNIST, not digits
+    target = standard.StandardLDS()
+    assert target.paper_value("mnist", "TRAK-1", "LR") == 0.42  # rendered beside ours on MNIST
+    assert target.paper_value("mnist", "IF (explicit)", "MLP") is None
+    table = (root / "tables" / "lds-standard_digits_smoke.md").read_text()
+    assert "TracIn" in table and "Oracle" in table
+
+
+@pytest.mark.slow
 def test_ladder_invariants(ran_all):
     """The exact rung is the oracle (1.0 on both scores); every rung ran (each checked its scores
     against the oracle's shape in bench.ladder); synset diagnostics are cosines."""
