@@ -225,6 +225,14 @@ def floor_table(result: Result) -> list[str]:
     return lines + [""]
 
 
+PAPER_NOTE = ("The paper column is the published number at the paper's scale (full data, width 128, 30 "
+              "epochs), printed for orientation only; '-' where the paper reports none.")
+# Targets whose "(paper)" columns are another publication's numbers (their notes say whose).
+PAPER_NOTES = {"lds-standard": "The '(paper)' columns are dattri's published values at dattri's own "
+                               "setting (the notes below say where they come from), printed for "
+                               "orientation only; '-' where dattri reports none."}
+
+
 def render_markdown(result: Result, scales: dict[str, float] | None = None) -> str:
     if scales is None:
         scales = TARGETS[result.target].column_scale if result.target in TARGETS else {}
@@ -239,9 +247,7 @@ def render_markdown(result: Result, scales: dict[str, float] | None = None) -> s
                + ("; rows without per-query values: mean ± sample std over seeds." if any(
                    not cell.interval() for cells in result.cells.values() for cell in cells.values())
                   else ".")) if intervals else "Ours: mean ± sample std over seeds."
-    lines += ["", summary + (
-        " The paper column is the published number at the paper's scale (full data, width 128, 30 epochs), "
-        "printed for orientation only; '-' where the paper reports none." if paper else ""), ""]
+    lines += ["", summary + (" " + PAPER_NOTES.get(result.target, PAPER_NOTE) if paper else ""), ""]
     extra = extra_table(result)
     if extra:
         how = ("means over seeds, or with per-query values their 95 % interval; normalized then the "

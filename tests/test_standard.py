@@ -150,3 +150,19 @@ def test_a_stopped_setting_resumes_after_its_ground_truth_and_finished_methods(m
     assert cells["first"] == saved[-1]["cells"]["first"]
     # the resumed method drew what it would have drawn in an uninterrupted run
     assert cells["second"]["value"] == straight["second"]["value"]
+
+
+def test_the_committed_mnist_table_renders_from_its_result_and_names_dattri_as_its_paper():
+    """The committed table is the rendering of the committed result, and its '(paper)' columns are
+    called dattri's, not the DDM paper's (whose scale note would be wrong here)."""
+    from pathlib import Path
+
+    from bench.render import render_markdown
+    from bench.results import load_result
+
+    root = Path(__file__).resolve().parent.parent
+    result = load_result(root / "results" / "lds-standard" / "mnist" / "small" / "lds-standard.json")
+    text = render_markdown(result)
+    assert text == (root / "tables" / "lds-standard_mnist_small.md").read_text()
+    assert "dattri's published values" in text and "width 128" not in text
+    assert result.cells["TRAK-50"]["MLP"].paper == 0.45
