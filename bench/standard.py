@@ -48,6 +48,7 @@ trains the subset and TRAK models with seeds apart from it.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -244,12 +245,21 @@ class Models:
         x, y = (self.split.test_x, self.split.test_y) if test else (self.split.train_x, self.split.train_y)
         return DataLoader(TensorDataset(x, y), batch_size=batch_size or len(y), shuffle=False)
 
-    def task(self, checkpoints: Any = None, loss: Callable = _cross_entropy) -> Any:
+    def task(self, checkpoints: list[dict[str, Tensor]] | None = None,
+             loss: Callable = _cross_entropy) -> Any:
+        """A dattri task on the attributed model (``checkpoints``: the first model's own state when
+        None). dattri loads each checkpoint into the task's model in place (``load_state_dict``), so
+        the task gets its own copy of the model and of every checkpoint: what one method loads must
+        not become the model the next method reads (before this copy, TracIn left the last of its
+        ten models in ``full[0]``, and Grad-Dot, Grad-Cos and RPS read that model whenever they ran
+        after TracIn in the same process)."""
         from dattri.task import AttributionTask
 
-        model = self.full[0]
+        model = copy.deepcopy(self.full[0])
+        states = [model.state_dict()] if checkpoints is None else checkpoints
         return AttributionTask(loss_func=loss(model), model=model,
-                               checkpoints=checkpoints if checkpoints is not None else model.state_dict())
+                               checkpoints=[{name: value.detach().clone() for name, value in state.items()}
+                                            for state in states])
 
 
 TRACIN_MODELS = 10  # dattri's TracIn: models_full[0:10], each weighted 1e-3

@@ -166,3 +166,21 @@ def test_the_committed_mnist_table_renders_from_its_result_and_names_dattri_as_i
     assert text == (root / "tables" / "lds-standard_mnist_small.md").read_text()
     assert "dattri's published values" in text and "width 128" not in text
     assert result.cells["TRAK-50"]["MLP"].paper == 0.45
+
+
+@needs_dattri
+def test_a_method_leaves_the_attributed_model_as_trained_for_the_next_one():
+    """dattri loads checkpoints into its task's model in place: TracIn over ten models must not leave
+    the tenth in the attributed model, or Grad-Dot run after it scores another model."""
+    setting = replace(standard.setting_at("mnist_lr", "smoke"), n_train=40, n_test=6, epochs=1)
+    generator = torch.Generator().manual_seed(0)
+    split = standard.Split(torch.randn(40, 1, 28, 28, generator=generator),
+                           torch.randint(0, 10, (40,), generator=generator),
+                           torch.randn(12, 1, 28, 28, generator=generator),
+                           torch.randint(0, 10, (12,), generator=generator))
+    models = standard.Models(setting, split, 0, standard.full_models(setting, split, 0, 3))
+    trained = [p.detach().clone() for p in models.full[0].parameters()]
+    alone = standard.gradient("dot")(models)[0][1]
+    standard.gradient("tracin")(models)
+    assert all(torch.equal(a, b) for a, b in zip(trained, models.full[0].parameters(), strict=True))
+    assert torch.equal(standard.gradient("dot")(models)[0][1], alone)
