@@ -227,6 +227,9 @@ def floor_table(result: Result) -> list[str]:
 
 PAPER_NOTE = ("The paper column is the published number at the paper's scale (full data, width 128, 30 "
               "epochs), printed for orientation only; '-' where the paper reports none.")
+# Targets that run another benchmark's own models at its own precision (the suite's fields do not apply).
+NUMERICS_NOTES = {"lds-standard": "- numerics: float32 (dattri's models and training functions, as its benchmark "
+                                  "runs them; the suite's precision and activation fields do not apply)"}
 # Targets whose "(paper)" columns are another publication's numbers (their notes say whose).
 PAPER_NOTES = {"lds-standard": "The '(paper)' columns are dattri's published values at dattri's own "
                                "setting (the notes below say where they come from), printed for "
@@ -265,7 +268,7 @@ def render_markdown(result: Result, scales: dict[str, float] | None = None) -> s
     if result.query_seed_base:
         seeds_line += f" (query seeds {query_seeds})"
     per_seed = ", ".join(f"{seed}: {sec:.0f} s" for seed, sec in env.get("seed_seconds", {}).items()) or "-"
-    lines += [seeds_line, numerics_line(result.config.get("model", {})),
+    lines += [seeds_line, NUMERICS_NOTES.get(result.target) or numerics_line(result.config.get("model", {})),
               f"- code version: `{env.get('code_version')}`, torch "
               f"{env.get('torch_version')}, device {env.get('device')} ({env.get('threads')} threads); "
               f"cells computed by code version(s) "
