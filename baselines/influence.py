@@ -343,16 +343,25 @@ class InfluenceAttributor(RemovalPredictor):
         self.cluster_ids = clustering.cluster_ids.to(self.problem.device)
         self.loaded_from_cache = False
 
-    def cached(self, compute: Callable[[], dict[str, Tensor | float]]) -> dict[str, Any]:
+    def cached(self, compute: Callable[..., dict[str, Tensor | float]],
+               resumable: bool = False) -> dict[str, Any]:
         """The offline tensors: loaded when this exact (target, clustering, options) was fitted before
-        (the ``influence`` stage, keyed by the method, its options and the clustering's digest)."""
+        (the ``influence`` stage, keyed by the method, its options and the clustering's digest).
+        ``resumable``: ``compute(state, save)`` gets the stopped fit's state (None on a fresh start)
+        and ``save(state)`` to keep its progress; the seconds recorded add up the stopped runs'."""
         self.loaded_from_cache = True
 
         def compute_and_time(partial: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             self.loaded_from_cache = False
             start = time.perf_counter()
-            result = compute()
-            return result, {"seconds": time.perf_counter() - start, "n_params": self.problem.n_params,
+            state = partial.state if resumable else None
+            before = float(state.pop("seconds", 0.0)) if state else 0.0
+
+            def save(progress: dict[str, Any]) -> None:
+                partial.save({**progress, "seconds": before + time.perf_counter() - start})
+
+            result = compute(state, save) if resumable else compute()
+            return result, {"seconds": before + time.perf_counter() - start, "n_params": self.problem.n_params,
                             **environment(self.problem.device)}
 
         fields = {"method": self.name, "options": dataclasses.asdict(self.options),

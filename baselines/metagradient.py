@@ -20,7 +20,9 @@ derivative is well defined; with ReLU in float32 it is not (issue 19).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -103,11 +105,13 @@ class MetagradientAttributor(InfluenceAttributor):
     def fit(self, target: Target, data: DataSplits, clustering: Clustering) -> None:
         self.data = data
         super().fit(target, data, clustering)
-        stored = self.cached(self._parameter_changes)
+        stored = self.cached(self._parameter_changes, resumable=True)
         self.changes = stored["changes"].to(device=self.problem.device, dtype=self.problem.dtype)
 
-    def _parameter_changes(self) -> dict[str, Tensor]:
-        """d theta_tau for removing each cluster: [K, P] (forward mode, ``chunk`` clusters at a time)."""
+    def _parameter_changes(self, state: dict[str, Any] | None,
+                           save: Callable[[dict[str, Any]], None]) -> dict[str, Tensor]:
+        """d theta_tau for removing each cluster: [K, P] (forward mode, ``chunk`` clusters at a time).
+        The rows done are saved after every chunk, so a stopped fit resumes at the next cluster."""
         device = self.problem.device
         images = self.data.train_x.to(device)
         labels = self.data.train_y.to(device)
@@ -120,12 +124,14 @@ class MetagradientAttributor(InfluenceAttributor):
         def change(direction: Tensor) -> dict[str, Tensor]:
             return jvp(train, (ones,), (direction,))[1]
 
-        rows = []
-        starts = range(0, len(removals), self.options.chunk)
+        rows = [state["changes"]] if state else []
+        done = len(state["changes"]) if state else 0
+        starts = range(done, len(removals), self.options.chunk)
         for start in tqdm(starts, desc="metagradient (clusters)", leave=False,
                           disable=None if self.progress is None else not self.progress):
-            rows.append(flatten(vmap(change)(removals[start:start + self.options.chunk]), batch_dims=1))
-        return {"changes": torch.cat(rows).cpu()}
+            rows.append(flatten(vmap(change)(removals[start:start + self.options.chunk]), batch_dims=1).cpu())
+            save({"changes": torch.cat(rows)})
+        return {"changes": torch.cat(rows)}
 
     def predict_removals(self, queries: Queries) -> Tensor:
         """y_k = softmax(f(x; theta_tau)) + J_y d theta_k: [K, n_queries, classes]."""

@@ -36,19 +36,44 @@ def test_the_ceiling_differentiates_every_parameter():
         MetagradientOptions(params="head")
 
 
-def test_the_chunk_size_changes_the_speed_not_the_derivative(tmp_path, digits_target, digits_data):
-    """One cluster at a time (the CPU default) and vmapped chunks that cut across the clusters give
-    the same [K, P] parameter changes (to float64 rounding)."""
+def test_the_chunk_size_and_a_stop_change_neither_the_derivative(tmp_path, monkeypatch, digits_target,
+                                                                   digits_data):
+    """One cluster at a time (the CPU default), and vmapped chunks that cut across the clusters with
+    the fit stopped after its second chunk and resumed, give the same [K, P] parameter changes (to
+    float64 rounding); the resumed fit differentiates only the clusters it had not done."""
+    import pytest
+
+    import baselines.metagradient as module
     from baselines.metagradient import MetagradientAttributor
-    from ddm.resolver import Resolver
+    from ddm.resolver import Partial, Resolver
 
     clustering = compute_clustering(TINY, digits_data, None)
-    changes = []
-    for chunk in (1, 3):
+
+    def fit(chunk: int) -> torch.Tensor:
         attributor = MetagradientAttributor(TINY, options=MetagradientOptions(chunk=chunk),
                                             resolver=Resolver(tmp_path / f"home{chunk}"), progress=False)
         attributor.fit(digits_target, digits_data, clustering)
-        changes.append(attributor.changes)
-    assert changes[0].shape[0] == clustering.n_clusters
-    scale = float(changes[0].abs().max())
-    assert float((changes[0] - changes[1]).abs().max()) <= 1e-10 * scale
+        return attributor.changes
+
+    whole = fit(1)
+    saves, passes, save, vmapped = [], [], Partial.save, module.vmap
+
+    def stopping_save(self, state):
+        save(self, state)
+        saves.append(len(state["changes"]))
+        if len(saves) == 2:
+            raise KeyboardInterrupt  # the run is stopped here, its progress kept
+
+    def counted_vmap(function):
+        mapped = vmapped(function)
+        return lambda directions: (passes.append(len(directions)), mapped(directions))[1]
+
+    monkeypatch.setattr(Partial, "save", stopping_save)
+    monkeypatch.setattr(module, "vmap", counted_vmap)
+    with pytest.raises(KeyboardInterrupt):
+        fit(3)
+    assert saves == [3, 6] and sum(passes) == 6
+    resumed = fit(3)
+    assert sum(passes) == clustering.n_clusters  # the first six clusters were not differentiated again
+    assert whole.shape[0] == clustering.n_clusters
+    assert float((whole - resumed).abs().max()) <= 1e-10 * float(whole.abs().max())
