@@ -9,7 +9,10 @@ the code version that computed each seed's cells. For every result the check rep
 - **code changed**: a source file of one of those stages (or the target's own module) differs
   between the commit that computed a seed and this checkout, or a seed was computed from an
   uncommitted tree, or its commit is not in this clone. Such a result may still be right (a
-  refactor changes no number), but nothing has shown it.
+  refactor changes no number), but nothing has shown it. A Python file whose code is the same up
+  to comments and docstrings (equal syntax trees once docstrings are dropped) has not changed:
+  neither can change a number (a result keeps the target module's docstring it was computed
+  with as its description). Any other edit counts, a help string or a reformatted literal included.
 
 Either makes a result stale. A stale result is allowed only when the README lists it between its
 stale-results markers, so a reader always sees which committed numbers predate the code; the check
@@ -19,6 +22,7 @@ list stays true).
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -67,15 +71,55 @@ def changed_since(repo: Path, version: str) -> frozenset[str] | None:
     return frozenset(diff.stdout.split()) if diff.returncode == 0 else None
 
 
+def _code(source: str) -> str | None:
+    """A Python module's code without its comments and docstrings (the dump of its syntax tree once
+    every module, class and function docstring is dropped), None when it does not parse."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                    and isinstance(first.value.value, str)):
+                node.body = node.body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
+def code_differs(repo: Path, commit: str, file: str) -> bool:
+    """Whether ``file`` (changed between ``commit`` and the checkout) differs in more than comments
+    and docstrings; anything but a Python file present and parseable on both sides differs."""
+    then = _git(repo, "show", f"{commit}:{file}")
+    now = repo / file
+    if not file.endswith(".py") or then.returncode != 0 or not now.is_file():
+        return True
+    before, after = _code(then.stdout), _code(now.read_text())
+    return before is None or before != after
+
+
 def _under(file: str, paths: list[str]) -> bool:
     return any(file == path or (path.endswith("/") and file.startswith(path)) for path in paths)
 
 
-def check_result(path: Path, repo: Path,
-                 changed: dict[str, frozenset[str] | None] | None = None) -> Verdict:
-    """One result's verdict; ``changed`` memoizes :func:`changed_since` per commit within one check
-    (one git call per commit, shared by every result and stage computed at it)."""
-    changed = {} if changed is None else changed
+@dataclass
+class GitMemo:
+    """What one check asked git: the files changed since each commit (:func:`changed_since`) and
+    whether a file's code differs (:func:`code_differs`), shared by every result computed there."""
+
+    changed: dict[str, frozenset[str] | None] = field(default_factory=dict)
+    differs: dict[tuple[str, str], bool] = field(default_factory=dict)
+
+    def code_differs(self, repo: Path, commit: str, file: str) -> bool:
+        if (commit, file) not in self.differs:
+            self.differs[commit, file] = code_differs(repo, commit, file)
+        return self.differs[commit, file]
+
+
+def check_result(path: Path, repo: Path, memo: GitMemo | None = None) -> Verdict:
+    """One result's verdict; ``memo`` keeps git's answers within one check."""
+    memo = GitMemo() if memo is None else memo
+    changed = memo.changed
     result = load_result(path)
     verdict = Verdict(str(path.resolve().relative_to(repo.resolve())))
     sources = stage_sources(result.target)
@@ -97,7 +141,8 @@ def check_result(path: Path, repo: Path,
             verdict.code_changes.append(f"code version {version!r} is not a commit in this clone")
             continue
         for name, paths in sources.items():
-            files = sorted(file for file in changed[commit] if _under(file, paths))
+            files = sorted(file for file in changed[commit]
+                           if _under(file, paths) and memo.code_differs(repo, commit, file))
             if files:
                 verdict.code_changes.append(f"{name} ({', '.join(files)}) since {commit[:10]}")
     return verdict
@@ -114,8 +159,8 @@ def listed_stale(readme: Path) -> set[str]:
 
 def check_all(results_dir: Path, repo: Path, readme: Path) -> tuple[list[Verdict], list[str]]:
     """Every result's verdict and the problems that make the check fail."""
-    changed: dict[str, frozenset[str] | None] = {}
-    verdicts = [check_result(path, repo, changed) for path in find_results(results_dir)]
+    memo = GitMemo()
+    verdicts = [check_result(path, repo, memo) for path in find_results(results_dir)]
     listed = listed_stale(readme)
     problems = []
     for verdict in verdicts:

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from bench.base import TARGETS
 from bench.cli import main
 from bench.results import Result, write_result
-from bench.staleness import STALE_BEGIN, STALE_END, check_all
+from bench.staleness import STALE_BEGIN, STALE_END, _code, check_all
 from ddm import stages as stage_module
 from ddm.stages import schemas
 
@@ -75,6 +75,23 @@ def test_a_code_change_in_a_stage_source_makes_the_result_stale(repo):
     (repo / "ddm" / "distill.py").write_text("x = 1\n")
     (repo / "unrelated.py").write_text("y = 1\n")  # a file no stage reads changes nothing
     assert check(repo)[1] == []
+
+
+def test_comments_and_docstrings_change_no_result_but_any_code_does(repo):
+    """Equal syntax trees once docstrings are dropped: a comment, a docstring or reflowed lines leave
+    the result current; a changed value, a string that is not a docstring, or a file that does not
+    parse make it stale (the committed ddm/distill.py is ``x = 1``)."""
+    (repo / "ddm" / "distill.py").write_text('"""Now documented."""\n\nx = (  # a comment\n    1\n)\n')
+    verdicts, problems = check(repo)
+    assert not verdicts[0].stale and problems == []
+    commit = git(repo, "rev-parse", "HEAD")[:10]
+    for edit in ("x = 2\n", 'x = "1"\n', '"""doc"""\n"a second string is code"\nx = 1\n', "x = (1\n"):
+        (repo / "ddm" / "distill.py").write_text(edit)
+        assert check(repo)[0][0].code_changes == [f"synset (ddm/distill.py) since {commit}"], edit
+    documented = ('class A:\n    """A."""\n\n    def f(self):\n        """F."""\n\n\n'
+                  'async def g():\n    "G."\n')
+    bare = "class A:\n    def f(self{}):\n        pass\n\n\nasync def g():\n    pass\n"
+    assert _code(documented) == _code(bare.format("")) != _code(bare.format(", b"))
 
 
 def test_report_check_exits_1_on_a_problem_and_0_without(repo, monkeypatch):
