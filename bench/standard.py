@@ -31,7 +31,8 @@ What else is ours: the ground truth is retrained here (dattri downloads its own)
 MNIST (the same images: the classic 50k/10k/10k pickle keeps the original order, checked label by
 label), with ``RUNS`` independently seeded runs per subset whose agreement is reported as the
 oracle's self-agreement (a training-seed change should not change the ranking a method is judged
-on). dattri does not say how many runs its subsets average.
+on). dattri's ``retrain_lds`` retrains each subset once by default (``num_runs_per_subset=1``),
+and its published ground truth states no other count.
 
 dattri's published values (the "(paper)" columns) are read off the bar charts of its README figure
 ``assets/images/benchmark-result-mnist.png`` (panels b and d, LDS; repository TRAIS-Lab/dattri at
