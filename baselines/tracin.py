@@ -16,12 +16,20 @@ query (``baselines.library``):
   is not a prediction of anything, only its ranking carries meaning.
 
 Departures: none from dattri's algorithms; the per-class targets and the trajectory weights are ours
-(dattri's examples use the loss as target and unit or learning-rate weights).
+(dattri's examples use the loss as target and unit or learning-rate weights). Two changes of how it is
+called, neither of what it computes: dattri 0.3.0 sums the scores into a tensor of torch's default
+dtype (float32), so the call runs with the default set to the model's dtype (a float64 network keeps
+float64 scores instead of float32-rounded ones, which a one-ulp difference in a gradient could flip);
+and it recomputes every query gradient once per *training* batch, so training items come in batches
+of ``train_batch_size`` (1024) rather than the query batch (64): on 1,000 digits, 7 checkpoints, 200
+query items, the scores are bit-identical and TracIn-CP takes 1.7 s instead of 17.4 s.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -46,12 +54,26 @@ class GradientOptions:
 
     proj_dim: int = option(512, "dattri's random projection of every gradient (its default, 512)")
     proj_seed: int = option(0, "seed of that projection")
-    batch_size: int = option(64, "training and query items per gradient batch")
+    batch_size: int = option(64, "query items per gradient batch")
+    train_batch_size: int = option(
+        1024, "training items per gradient batch: dattri recomputes every query gradient for each "
+        "training batch, so fewer, larger batches cost less (memory grows as batch x parameters)")
 
     def __post_init__(self) -> None:
-        for name in ("proj_dim", "batch_size"):
+        for name in ("proj_dim", "batch_size", "train_batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """torch's default dtype is ``dtype`` inside (restored after, also on error)."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
 
 
 def effective_step(target) -> float:
@@ -85,10 +107,10 @@ class GradientSimilarity(LibraryAttributor):
         attributor = TracInAttributor(task, weight_list=torch.tensor(weights), normalized_grad=normalized,
                                       projector_kwargs=projector, device=device)
         images, one_hot = self.items(queries, self.reference(queries).shape[1])
-        size = self.options.batch_size
-        with self.quiet():
-            scores = attributor.attribute(loader(self.data.train_x, self.data.train_y, batch_size=size),
-                                          loader(images, one_hot, batch_size=size))
+        train = loader(self.data.train_x, self.data.train_y, batch_size=self.options.train_batch_size)
+        dtype = next(model.parameters()).dtype
+        with self.quiet(), default_dtype(dtype):  # dattri sums the scores into a default-dtype tensor
+            scores = attributor.attribute(train, loader(images, one_hot, batch_size=self.options.batch_size))
         return self.by_class(scores.to(torch.float64), len(queries))
 
     def per_sample_step(self) -> float:

@@ -91,6 +91,30 @@ def test_scoring_each_querys_own_label_only_gives_that_column_of_every_class(pla
     torch.testing.assert_close(attributor.label_changes(queries), own, rtol=1e-3, atol=1e-3 * scale)
 
 
+@pytest.mark.parametrize("method", ["tracin", "grad_cos"])
+def test_the_training_batch_changes_no_gradient_similarity_score_and_float64_stays_float64(planted, method):
+    """dattri recomputes the query gradients per training batch (so large batches are faster) and
+    sums scores into a default-dtype tensor (so the adapter sets it to the model's dtype): the
+    scores are the same to float64 rounding for any training batch, and keep the model's dtype."""
+    target, data, clustering, _, resolver = planted
+    if not installed("dattri"):
+        pytest.skip("dattri is not installed (the methods extra)")
+    assert next(target.model_at(0).parameters()).dtype == torch.float64
+    cls = METHODS[method]
+    queries = Queries(data.test_x[:2], data.test_y[:2])
+    scores = []
+    for size in (7, 1024):  # several uneven batches, one batch
+        attributor = cls(TINY, options=cls.Options(train_batch_size=size), resolver=resolver, progress=False)
+        attributor.fit(target, data, clustering)
+        scores.append(attributor.sample_changes(queries))
+    # summed in float64, not in float32 and cast (then every score would be a float32 number)
+    assert bool((scores[1] != scores[1].float().double()).any())
+    assert torch.get_default_dtype() == torch.float32  # restored after the call
+    # float32 sums would differ from float64 ones by ~1e-7 relative; 1e-12 tells them apart
+    torch.testing.assert_close(scores[0], scores[1], rtol=1e-12, atol=1e-12 * float(scores[1].abs().max()))
+    assert float(scores[1].abs().max()) > 0
+
+
 def test_representer_points_find_the_querys_class_but_not_the_planted_cluster(planted):
     """Representer points decompose a head fine-tuned to the network's own outputs: a sample's weight
     is its residual there, and the planted members, identical and fitted well, get small residuals.
