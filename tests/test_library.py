@@ -110,7 +110,7 @@ def test_the_training_batch_changes_no_gradient_similarity_score_and_float64_sta
     # summed in float64, not in float32 and cast (then every score would be a float32 number)
     assert bool((scores[1] != scores[1].float().double()).any())
     assert torch.get_default_dtype() == torch.float32  # restored after the call
-    # float32 sums would differ from float64 ones by ~1e-7 relative; 1e-12 tells them apart
+    # any training batch gives the same scores up to float64 rounding (1e-12; float32 is ~1e-7)
     torch.testing.assert_close(scores[0], scores[1], rtol=1e-12, atol=1e-12 * float(scores[1].abs().max()))
     assert float(scores[1].abs().max()) > 0
 
