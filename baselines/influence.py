@@ -361,8 +361,8 @@ class InfluenceAttributor(RemovalPredictor):
                 partial.save({**progress, "seconds": before + time.perf_counter() - start})
 
             result = compute(state, save) if resumable else compute()
-            return result, {"seconds": before + time.perf_counter() - start, "n_params": self.problem.n_params,
-                            **environment(self.problem.device)}
+            return result, {"seconds": before + time.perf_counter() - start,
+                            "n_params": self.problem.n_params, **environment(self.problem.device)}
 
         fields = {"method": self.name, "options": dataclasses.asdict(self.options),
                   "grouping": self.clustering.digest()}

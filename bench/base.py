@@ -36,6 +36,18 @@ CellValues = dict[str, dict[str, dict[str, Any]]]  # row -> column -> {"value", 
 PaperValues = Mapping[str, Mapping[str, Sequence[float | None]]]
 
 
+def optioned_methods() -> list[str]:
+    """The methods whose options every result records (``RunContext.method_keys``): those with an
+    options dataclass, but the oracle (its options are the run's ``OracleConfig``)."""
+    return [name for name in METHODS.names()
+            if METHODS[name].Options is not None and METHODS[name] is not ExactAttributor]
+
+
+def default_method_keys() -> dict[str, dict[str, Any]]:
+    """What ``RunContext.method_keys`` records in a run that overrides no method option."""
+    return {name: dataclasses.asdict(default_options(METHODS[name])) for name in optioned_methods()}
+
+
 @dataclass
 class RunContext:
     """What every target needs: the base config (seed 0), where data and artifacts live, output dirs."""
@@ -87,8 +99,7 @@ class RunContext:
         """Every influence-style method's options as plain dicts: part of every cell key and result,
         so changing an option (or its default) recomputes the cells instead of reusing them. The
         oracle's options enter through :meth:`OracleConfig.key` instead."""
-        return {name: dataclasses.asdict(self.options_of(name)) for name in METHODS.names()
-                if METHODS[name].Options is not None and METHODS[name] is not ExactAttributor}
+        return {name: dataclasses.asdict(self.options_of(name)) for name in optioned_methods()}
 
     def fit(self, method: str, stages: Stages, progress: bool | None = None,
             need: str | None = None) -> Attributor:

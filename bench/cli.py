@@ -428,8 +428,9 @@ def run(obj: BenchContext, target: str, n_seeds: int, n_queries: int, workers: i
               show_default=True)
 @click.option("--check", is_flag=True,
               help="Instead of rendering, tell for each result whether a stage it depends on changed its "
-                   "schema or code since it was computed; exit 1 on a schema change or on a changed result "
-                   "the README does not list as stale (bench/staleness.py).")
+                   "schema or code since it was computed, or the methods' option fields a rerun records "
+                   "did; exit 1 on a stale result the README does not list as stale, or a listed one "
+                   "that is current (bench/staleness.py).")
 @click.option("--readme", type=click.Path(dir_okay=False, path_type=Path), default=Path("README.md"),
               show_default=True, help="--check only: the README whose stale-results list is compared.")
 def report(results_dir: Path, tables_dir: Path, check: bool, readme: Path) -> None:
@@ -451,7 +452,7 @@ def check_staleness(results_dir: Path, readme: Path) -> None:
     for verdict in verdicts:
         state = "schema changed" if verdict.schema_changes else "stale" if verdict.stale else "current"
         click.echo(f"{state:<14} {verdict.path}")
-        for line in verdict.schema_changes + verdict.code_changes:
+        for line in verdict.reasons:
             click.echo(f"               {line}")
     stale = sum(verdict.stale for verdict in verdicts)
     click.echo(f"{len(verdicts)} results: {len(verdicts) - stale} current, {stale} stale")

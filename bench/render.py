@@ -228,8 +228,9 @@ def floor_table(result: Result) -> list[str]:
 PAPER_NOTE = ("The paper column is the published number at the paper's scale (full data, width 128, 30 "
               "epochs), printed for orientation only; '-' where the paper reports none.")
 # Targets that run another benchmark's own models at its own precision (the suite's fields do not apply).
-NUMERICS_NOTES = {"lds-standard": "- numerics: float32 (dattri's models and training functions, as its benchmark "
-                                  "runs them; the suite's precision and activation fields do not apply)"}
+NUMERICS_NOTES = {"lds-standard": "- numerics: float32 (dattri's models and training functions, as its "
+                                  "benchmark runs them; the suite's precision and activation fields do not "
+                                  "apply)"}
 # Targets whose "(paper)" columns are another publication's numbers (their notes say whose).
 PAPER_NOTES = {"lds-standard": "The '(paper)' columns are dattri's published values at dattri's own "
                                "setting (the notes below say where they come from), printed for "

@@ -1,4 +1,4 @@
-"""``ddm-bench report --check``: is each committed result still what the code would compute?
+"""``ddm-bench report --check``: is each committed result still what the code would compute and record?
 
 A result depends on the stages its target declares (``BenchTarget.stages`` and everything they
 consume, ``ddm.stages``); it records their schemas when it is written (``environment.stages``) and
@@ -13,8 +13,15 @@ the code version that computed each seed's cells. For every result the check rep
   to comments and docstrings (equal syntax trees once docstrings are dropped) has not changed:
   neither can change a number (a result keeps the target module's docstring it was computed
   with as its description). Any other edit counts, a help string or a reformatted literal included.
+- **method options changed**: the methods whose options a result records (every result records
+  them all, ``RunContext.method_keys``), or the option fields of one of them, are not the ones this
+  code has. A rerun would record another config, so ``run --keep-committed`` would not keep the
+  result's seeds, and a test comparing a fresh run's config with it fails, even where the target
+  never runs the changed method. Only the fields are compared, not their values: a value may be
+  the run's own ``--option``, and a changed default is a code change of the method's module,
+  which the code check sees for every target that runs it.
 
-Either makes a result stale. A stale result is allowed only when the README lists it between its
+Any of the three makes a result stale. A stale result is allowed only when the README lists it between its
 stale-results markers, so a reader always sees which committed numbers predate the code; the check
 fails on a stale result the README does not list, and on a listed result that is current (so the
 list stays true).
@@ -28,9 +35,10 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import bench.targets  # noqa: F401  (registers every target)
-from bench.base import TARGETS
+from bench.base import TARGETS, default_method_keys
 from bench.results import find_results, load_result
 from ddm.stages import STAGES, upstream
 
@@ -44,10 +52,15 @@ class Verdict:
     path: str
     schema_changes: list[str] = field(default_factory=list)  # "synset: 2 -> 3"
     code_changes: list[str] = field(default_factory=list)  # "target (ddm/train.py) since abc1234"
+    option_changes: list[str] = field(default_factory=list)  # "options of tracin: + train_batch_size"
 
     @property
     def stale(self) -> bool:
-        return bool(self.schema_changes or self.code_changes)
+        return bool(self.schema_changes or self.code_changes or self.option_changes)
+
+    @property
+    def reasons(self) -> list[str]:
+        return self.schema_changes + self.code_changes + self.option_changes
 
 
 def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
@@ -116,6 +129,22 @@ class GitMemo:
         return self.differs[commit, file]
 
 
+def option_changes(recorded: dict[str, Any]) -> list[str]:
+    """How the method options a result recorded (``config["methods"]``) differ in their fields from
+    those a rerun records (:func:`bench.base.default_method_keys`): methods added or removed, and
+    per method the option fields added (+) or removed (-)."""
+    now = default_method_keys()
+    added, removed = set(now) - set(recorded), set(recorded) - set(now)
+    changes = [f"methods {change}: {', '.join(sorted(names))}"
+               for change, names in (("added", added), ("removed", removed)) if names]
+    for name in sorted(set(now) & set(recorded)):
+        fields = [f"+ {key}" for key in sorted(set(now[name]) - set(recorded[name]))]
+        fields += [f"- {key}" for key in sorted(set(recorded[name]) - set(now[name]))]
+        if fields:
+            changes.append(f"options of {name}: {', '.join(fields)}")
+    return changes
+
+
 def check_result(path: Path, repo: Path, memo: GitMemo | None = None) -> Verdict:
     """One result's verdict; ``memo`` keeps git's answers within one check."""
     memo = GitMemo() if memo is None else memo
@@ -145,6 +174,7 @@ def check_result(path: Path, repo: Path, memo: GitMemo | None = None) -> Verdict
                            if _under(file, paths) and memo.code_differs(repo, commit, file))
             if files:
                 verdict.code_changes.append(f"{name} ({', '.join(files)}) since {commit[:10]}")
+    verdict.option_changes = option_changes(result.config.get("methods", {}))
     return verdict
 
 
@@ -165,7 +195,7 @@ def check_all(results_dir: Path, repo: Path, readme: Path) -> tuple[list[Verdict
     problems = []
     for verdict in verdicts:
         if verdict.stale and verdict.path not in listed:
-            reasons = "; ".join(verdict.schema_changes + verdict.code_changes)
+            reasons = "; ".join(verdict.reasons)
             problems.append(f"{verdict.path}: stale ({reasons}) and not listed in the README")
         elif not verdict.stale and verdict.path in listed:
             problems.append(f"{verdict.path}: current, but the README lists it as stale")

@@ -2,12 +2,13 @@
 code since the result was computed, and a stale result must be listed in the README."""
 
 import dataclasses
+import json
 import subprocess
 
 import pytest
 from click.testing import CliRunner
 
-from bench.base import TARGETS
+from bench.base import TARGETS, default_method_keys
 from bench.cli import main
 from bench.results import Result, write_result
 from bench.staleness import STALE_BEGIN, STALE_END, _code, check_all
@@ -34,7 +35,7 @@ def repo(tmp_path):
     git(tmp_path, "commit", "-qm", "one")
     commit = git(tmp_path, "rev-parse", "HEAD").strip()
     result = Result(target="table2", dataset="digits", scale="smoke", title="T", description="d", rows=[],
-                    columns=[], cells={}, seeds=[0], config={},
+                    columns=[], cells={}, seeds=[0], config={"methods": default_method_keys()},
                     environment={"code_version": commit, "cells_code_versions": {"0": commit},
                                  "stages": schemas(TARGETS["table2"].stages)})
     write_result(result, tmp_path / "results")
@@ -92,6 +93,29 @@ def test_comments_and_docstrings_change_no_result_but_any_code_does(repo):
                   'async def g():\n    "G."\n')
     bare = "class A:\n    def f(self{}):\n        pass\n\n\nasync def g():\n    pass\n"
     assert _code(documented) == _code(bare.format("")) != _code(bare.format(", b"))
+
+
+def test_method_options_a_rerun_would_record_otherwise_make_the_result_stale(repo):
+    """A result records every method's options; an option field added to or removed from a method, or
+    a method added or removed, means a rerun records another config (``--keep-committed`` would not
+    keep it); a value differing from the default is the run's own choice and changes nothing."""
+    path = repo / PATH
+    result = json.loads(path.read_text())
+    methods = result["config"]["methods"]
+    name = sorted(methods)[0]
+    field = sorted(methods[name])[0]
+    methods[name][field] = "a value of the run's own"
+    path.write_text(json.dumps(result))
+    verdicts, problems = check(repo)
+    assert not verdicts[0].stale and problems == []
+    del methods[name][field]
+    methods[name]["retired_option"] = 1
+    del methods[sorted(methods)[-1]]
+    path.write_text(json.dumps(result))
+    verdicts, problems = check(repo)
+    assert verdicts[0].option_changes == [f"methods added: {sorted(default_method_keys())[-1]}",
+                                          f"options of {name}: + {field}, - retired_option"]
+    assert verdicts[0].stale and len(problems) == 1 and f"options of {name}" in problems[0]
 
 
 def test_report_check_exits_1_on_a_problem_and_0_without(repo, monkeypatch):
