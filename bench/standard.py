@@ -85,14 +85,12 @@ class Setting:
     subsets: int = 100
     keep: float = 0.5
     trak_models: tuple[int, ...] = (1, 10, 50)
-    lissa_depth: int = 1000  # LiSSA recursion steps (dattri's default 5000)
     rps_epochs: int = 3000  # representer points' head fine-tuning steps (dattri's default)
 
 
 SETTINGS = {"mnist_lr": Setting("mnist_lr", "lr", 5000, 500, 32, 20, "linear"),
             "mnist_mlp": Setting("mnist_mlp", "mlp", 5000, 500, 64, 50, "fc3")}
-SMOKE = {"n_train": 200, "n_test": 20, "epochs": 2, "subsets": 12, "trak_models": (1, 2), "lissa_depth": 50,
-         "rps_epochs": 100}
+SMOKE = {"n_train": 200, "n_test": 20, "epochs": 2, "subsets": 12, "trak_models": (1, 2), "rps_epochs": 100}
 
 # dattri's published LDS (README figure, panels b and d, read off the bars to about +-0.01)
 PUBLISHED = {"IF (explicit)": (0.80, None), "IF (CG)": (0.80, 0.26), "IF (LiSSA)": (0.79, 0.14),
