@@ -118,6 +118,18 @@ def test_method_options_a_rerun_would_record_otherwise_make_the_result_stale(rep
     assert verdicts[0].stale and len(problems) == 1 and f"options of {name}" in problems[0]
 
 
+def test_every_target_watches_its_own_module():
+    """A target's own module computes its numbers, so every target's result is stale when it changes
+    (lds-standard once declared no stage, and no edit of bench/standard.py made its result stale)."""
+    import sys
+
+    from bench.staleness import stage_sources
+
+    for name in TARGETS.names():
+        own = "bench/" + sys.modules[TARGETS[name].__module__].__file__.rsplit("/", 1)[-1]
+        assert any(own in files for files in stage_sources(name).values()), name
+
+
 def test_report_check_exits_1_on_a_problem_and_0_without(repo, monkeypatch):
     args = ["report", "--check", "--results-dir", str(repo / "results"), "--readme", str(repo / "README.md")]
     ok = CliRunner().invoke(main, args)
