@@ -17,6 +17,12 @@ the mask; DDM predicted with its own datamodel (``W p + b``). Now every method, 
 scored by the same additive-in-the-margin prediction of its single-cluster effects (DDM's singles
 are its datamodel's), so the LDS compares attributions, not joint-removal models.
 
+The oracle's self-agreement, measured here on its own retrainings (under the table, like Tables 1
+and 2): the first ``FLOOR_MASKS`` masks of each column are retrained a second time under the tables'
+rounding-level perturbation (the other CPU thread count; on a GPU theta_0 moved by one ulp), and the
+Spearman across those masks of the retrained margins with the rerun's, per query, says whether the
+LDS ranks methods against the masks' effects or against rounding noise.
+
 Two rows check the metric itself: "Exact: the masks retrained" predicts every mask by retraining it
 (1 by construction: the sanity check of the pipeline), and "Exact singles, added up in the margin"
 adds up the K exact single-cluster margin changes. That is what perfect single-removal predictions
@@ -32,13 +38,14 @@ import time
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from baselines.exact import removed_rows
 from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
-from bench.evaluation import FIELD_METHODS, cluster_lds, runnable
-from ddm.attributor import RemovalPredictor
-from ddm.metrics import finite_mean, lds_masks
-from ddm.pipeline import select_queries
+from bench.evaluation import FIELD_METHODS, FloorScore, cluster_lds, runnable, table_perturbation
+from ddm.attributor import Queries, RemovalPredictor
+from ddm.metrics import finite_mean, lds_masks, spearman_per_query, true_class_margin
+from ddm.pipeline import Stages, select_queries
 
 LDS_MASKS = 50  # retrained masks per seed and keep fraction (TRAK's LDS uses 50-100 subsets)
 # column -> (share of the clusters each mask keeps, offset of its mask seed): seed s draws the masks
@@ -50,6 +57,29 @@ EXACT_ADDITIVE = "Exact singles, added up in the margin"
 METHODS = {"Koh": "koh", "FastIF": "fastif", "Scaleup": "scaleup", **FIELD_METHODS, "DDM-full": "ddm"}
 PAPER_ROW = "DDM (paper schedule)"
 JOINT = frozenset({EXACT_MASKS})  # rows that predict the masks themselves (retrained), not additively
+FLOOR_MASKS = 10  # masks of each column retrained a second time, perturbed: the oracle's self-agreement
+FLOOR_LABEL = "oracle (keep-masks)"
+
+
+def mask_floor(ctx: RunContext, stages: Stages, queries: Queries, removed: list[tuple[int, ...]],
+               actual: Tensor, reference: Tensor, perturb: str) -> FloorScore:
+    """How the retrained outputs of the first ``FLOOR_MASKS`` masks (``removed``: their removed rows;
+    ``actual``: their probabilities [m, n_q, C]) move when those masks are retrained under
+    ``perturb``: per query the Spearman across them of the true-class margins with the rerun's, the
+    share of queries whose highest-margin mask is the same, and the mean Dist1 between a mask's
+    outputs and its rerun over the mean Dist1 between a mask's outputs and the target's
+    (``reference`` [n_q, C])."""
+    count = min(FLOOR_MASKS, len(removed))
+    images = queries.images.to(next(stages.target.model.parameters()).device)
+    rerun = ctx.retrainer(stages).removal_outputs(removed[:count], ctx.protocol, ctx.retrain_seeds_of(stages),
+                                                  images, desc=f"oracle rerun ({perturb})",
+                                                  perturb=perturb).to(torch.float64)
+    base = actual[:count].to(torch.float64)
+    margins, moved = (true_class_margin(outputs, queries.labels) for outputs in (base, rerun))
+    effect = ((base - reference.to(torch.float64)) ** 2).sum(-1).mean()
+    return FloorScore(finite_mean(spearman_per_query(moved, margins)),
+                      float((margins.argmax(0) == moved.argmax(0)).double().mean()),
+                      float(((rerun - base) ** 2).sum(-1).mean() / effect.clamp_min(1e-300)))
 
 
 @TARGETS.register("lds")
@@ -63,6 +93,7 @@ class LDSTable(BenchTarget):
     columns = list(KEEP)
     paper_columns = False  # not a table of the paper
     paired_rows = ("DDM-full", PAPER_ROW)
+    cells_version = 1  # 1: the oracle's self-agreement on rerun masks (series["floors"])
 
     def notes(self, ctx: RunContext) -> list[str]:
         kept = " and ".join(f"{keep:.0%} (seed {MASK_SEED_OFFSET + offset} + s)"
@@ -74,6 +105,8 @@ class LDSTable(BenchTarget):
                 "summed over the dropped clusters (TRAK's definition); mean over (seed, query)",
                 f"'{EXACT_MASKS}' is 1 by construction (a check of the pipeline); '{EXACT_ADDITIVE}' is what "
                 "exact single-cluster effects score under the additive model, not a ceiling",
+                f"the oracle's self-agreement (under the table): the first {FLOOR_MASKS} masks of each "
+                "column retrained a second time, perturbed",
                 *runnable(METHODS, ctx.config)[1]]
 
     def run_seed(self, ctx: RunContext, seed: int) -> tuple[CellValues, dict[str, Any]]:
@@ -89,13 +122,22 @@ class LDSTable(BenchTarget):
         methods[PAPER_ROW] = ctx.fit("ddm", ctx.paper_stages(seed))
         cells: CellValues = {row: {} for row in methods}
         series: dict[str, Any] = {"masks": {}}
+        perturb = table_perturbation(next(stages.target.model.parameters()).device)
+        model = stages.config.model
+        floor: dict[str, Any] = {"numerics": f"{model.precision}, {model.activation}", "perturb": perturb,
+                                 "clusters": min(FLOOR_MASKS, LDS_MASKS), "n_clusters": LDS_MASKS,
+                                 "unit": "masks", "objectives": {}}
+        series["floors"] = {FLOOR_LABEL: floor}
         for column, (keep, offset) in KEEP.items():
             masks = lds_masks(stages.clustering.n_clusters, LDS_MASKS, MASK_SEED_OFFSET + offset + seed, keep)
             series["masks"][column] = masks.to(torch.int8).tolist()
             start = time.perf_counter()
-            actual = ctx.removal_outputs(stages, removed_rows(stages.clustering, masks),
+            removed = removed_rows(stages.clustering, masks)
+            actual = ctx.removal_outputs(stages, removed,
                                          queries.images.to(next(stages.target.model.parameters()).device))
             mask_seconds = time.perf_counter() - start
+            floor["objectives"][column] = vars(mask_floor(ctx, stages, queries, removed, actual,
+                                                          exact.reference(queries), perturb))
             for row, method in methods.items():
                 start = time.perf_counter()
                 per_query = cluster_lds({row: method}, queries, masks, actual, joint=JOINT)[row]

@@ -29,6 +29,11 @@ percentage: the ``removed`` extra records it); the validation set is ``VALIDATIO
 the dataset's validation split (the paper draws it from the training data); retraining follows
 ``--protocol`` (same-seed by default: the target's theta_0 and batch order minus the removed images,
 so the 0 % column is the target itself; fresh-seed averages the accuracy of new seeds).
+
+The oracle's self-agreement, under each table (as under Tables 1 and 2): each method's largest
+removal set is retrained a second time under the tables' rounding-level perturbation (the other CPU
+thread count; on a GPU theta_0 moved by one ulp); the table gives the largest accuracy difference
+between a set's two retrainings and the share of test images both classify alike.
 """
 
 from __future__ import annotations
@@ -41,13 +46,14 @@ from torch import Tensor
 
 from baselines.exact import RetrainSpec
 from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
+from bench.evaluation import table_perturbation
 from ddm.attributor import Queries
 from ddm.cluster import Clustering
 from ddm.config import ExperimentConfig
 from ddm.errors import ConfigError
 from ddm.pipeline import Stages
 from ddm.target import fresh_model
-from ddm.train import accuracy, load_flat_params
+from ddm.train import accuracy, load_flat_params, predict
 
 VALIDATION_QUERIES = 200  # validation images in Eq. 14's sum (the online stage evaluates each of them)
 
@@ -88,6 +94,39 @@ def retrained_accuracy(stages: Stages, ctx: RunContext, removed: tuple[int, ...]
                for theta in thetas) / len(thetas)
 
 
+FLOOR_LABEL = "oracle (removal sets)"
+
+
+def retrained_predictions(stages: Stages, ctx: RunContext, removed: tuple[int, ...],
+                          perturb: str = "") -> Tensor:
+    """Predicted test classes [seeds, n_test] of the networks retrained without ``removed`` under
+    ``perturb`` ("": as the table retrains them), one per protocol seed."""
+    specs = [RetrainSpec(removed, ctx.protocol, seed, perturb) for seed in ctx.retrain_seeds_of(stages)]
+    desc = f"oracle rerun ({perturb})" if perturb else "exact retraining"
+    thetas = ctx.retrainer(stages).thetas(specs, desc)
+    return torch.stack([predict(load_model(stages.config, stages, theta), stages.data.test_x).argmax(1)
+                        for theta in thetas])
+
+
+def accuracy_floor(stages: Stages, pairs: list[tuple[Tensor, Tensor]], n_methods: int,
+                   perturb: str) -> dict[str, Any]:
+    """The oracle's self-agreement as a series stores it, from ``pairs`` of predicted test classes
+    [seeds, n_test] of a removal set retrained as the table does and again under ``perturb``: the
+    largest difference of test accuracy between the two (percentage points, over sets and seeds) and
+    the share of test images both classify alike (mean over sets and seeds)."""
+    labels = stages.data.test_y.cpu()
+    gaps, alike = [], []
+    for first, second in pairs:
+        correct = [(predicted == labels).double().mean(-1) for predicted in (first, second)]
+        gaps.append(float(100 * (correct[0] - correct[1]).abs().max()))
+        alike.append(float((first == second).double().mean()))
+    model = stages.config.model
+    return {"numerics": f"{model.precision}, {model.activation}", "perturb": perturb, "clusters": len(pairs),
+            "n_clusters": n_methods, "unit": "accuracy",
+            "objectives": {"accuracy": {"max_accuracy_gap": max(gaps),
+                                        "prediction_agreement": sum(alike) / len(alike)}}}
+
+
 def load_model(config: ExperimentConfig, stages: Stages, theta: Tensor) -> torch.nn.Module:
     model = fresh_model(config, stages.data.info.shape, stages.data.info.num_classes)
     load_flat_params(model, theta)
@@ -109,6 +148,7 @@ class RemovalTarget(BenchTarget):
     """Rows = methods, columns = removed percentages, cells = test accuracy after retraining."""
 
     retrains = True
+    cells_version = 1  # 1: the oracle's self-agreement on each method's largest removal set (series)
     fractions: tuple[float, ...]
     methods: dict[str, str]  # row -> registered method
 
@@ -124,11 +164,21 @@ class RemovalTarget(BenchTarget):
         stages = self.stages_of(ctx, seed)
         queries = validation_queries(stages, seed)
         cells: CellValues = {}
+        largest = []  # each method's largest removal set: the oracle's floor reruns them
         for row, method in self.methods.items():
             order, seconds = method_order(ctx, stages, method, queries)
             cells[row] = {percent(fraction): self.cell(ctx, stages, order, fraction, seconds)
                           for fraction in self.fractions}
-        return cells, {}
+            largest.append(rows_to_remove(stages.clustering, order, max(self.fractions)))
+        return cells, {"floors": {FLOOR_LABEL: self.floor(ctx, stages, largest)}}
+
+    def floor(self, ctx: RunContext, stages: Stages, removed_sets: list[tuple[int, ...]]) -> dict[str, Any]:
+        """The oracle's self-agreement on ``removed_sets`` (the distinct non-empty ones)."""
+        perturb = table_perturbation(next(stages.target.model.parameters()).device)
+        pairs = [tuple(retrained_predictions(stages, ctx, removed, rerun) for rerun in ("", perturb))
+                 for removed in sorted({removed for removed in removed_sets if removed})]
+        return accuracy_floor(stages, pairs, len(self.methods), perturb)
+
 
     def cell(self, ctx: RunContext, stages: Stages, order: list[int], fraction: float,
              seconds: float) -> dict[str, Any]:

@@ -201,10 +201,39 @@ FLOOR_TEXT = ("Oracle self-agreement (its numerical noise floor): the target and
               "rank correlation of the exact effects with the rerun's, "
               "same top = share of queries whose extreme cluster is the same, rerun/effect = mean Dist1 "
               "between a removal and its rerun over the mean deletion effect. Means over seeds.")
+# The same for an oracle of joint removals (the LDS's keep-masks), whose "objectives" are its columns.
+MASK_FLOOR_TEXT = ("Oracle self-agreement (its numerical noise floor): {clusters} of the {k} keep-masks of "
+                   "each column retrained a second time with {perturb}; Spearman = per-query rank "
+                   "correlation across those masks of the retrained true-class margins with the rerun's, "
+                   "same top = share of queries whose highest-margin mask is the same, rerun/effect = mean "
+                   "Dist1 between a mask's outputs and its rerun over the mean Dist1 between a mask's "
+                   "outputs and the target's. Means over seeds.")
+
+
+ACCURACY_FLOOR_TEXT = ("Oracle self-agreement (its numerical noise floor): each method's largest removal "
+                       "set ({clusters} distinct sets for {k} methods, first seed) retrained a second time "
+                       "with {perturb}; largest gap = the largest difference of test accuracy between a "
+                       "set's two retrainings (percentage points, over sets and seeds), same prediction = "
+                       "share of test images both retrainings classify alike (mean over sets and seeds).")
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+_EFFECTS = (("spearman", "Spearman", _mean), ("top_agree", "same top", _mean),
+            ("relative_dist1", "rerun/effect", _mean))
+# A floor's unit (what was retrained twice) -> its explanation, what its "objectives" are, and per
+# measured field: its key, its header, how seeds combine.
+FLOOR_UNITS = {"clusters": (FLOOR_TEXT, "objective", _EFFECTS),
+               "masks": (MASK_FLOOR_TEXT, "column", _EFFECTS),
+               "accuracy": (ACCURACY_FLOOR_TEXT, "measure",
+                            (("max_accuracy_gap", "largest gap (points)", max),
+                             ("prediction_agreement", "same prediction", _mean)))}
 
 
 def floor_table(result: Result) -> list[str]:
-    """The numerical floors each seed stored (``series[seed]["floors"]``), averaged over seeds."""
+    """The numerical floors each seed stored (``series[seed]["floors"]``), combined over seeds."""
     floors: dict[str, list[dict]] = {}
     for series in result.series.values():
         for label, floor in (series.get("floors") or {}).items():
@@ -213,14 +242,14 @@ def floor_table(result: Result) -> list[str]:
         return []
     first = next(iter(floors.values()))[0]
     perturb = PERTURB_TEXT.get(first["perturb"], first["perturb"])
-    lines = [FLOOR_TEXT.format(perturb=perturb, clusters=first["clusters"], k=first["n_clusters"]), "",
-             "| oracle | numerics | objective | Spearman | same top | rerun/effect |",
-             "|---|---|---|---|---|---|"]
+    text, kind, fields = FLOOR_UNITS[first.get("unit", "clusters")]
+    lines = [text.format(perturb=perturb, clusters=first["clusters"], k=first["n_clusters"]), "",
+             f"| oracle | numerics | {kind} | " + " | ".join(header for _, header, _ in fields) + " |",
+             "|---" * (3 + len(fields)) + "|"]
     for label, per_seed in floors.items():
         for objective in per_seed[0]["objectives"]:
-            values = [[floor["objectives"][objective][name] for floor in per_seed]
-                      for name in ("spearman", "top_agree", "relative_dist1")]
-            text = [_number(sum(v) / len(v), digits=4) for v in values]
+            text = [_number(combine([floor["objectives"][objective][name] for floor in per_seed]), digits=4)
+                    for name, _, combine in fields]
             lines.append(f"| {label} | {per_seed[0]['numerics']} | {objective} | " + " | ".join(text) + " |")
     return lines + [""]
 

@@ -36,7 +36,8 @@ def _seed_cells(target: BenchTarget, ctx: RunContext,
               "methods": ctx.method_keys(), "query_seed_base": ctx.query_seed_base,
               "data_fingerprint": ctx.data_identity(),
               "oracle": ctx.oracle.key() if target.retrains else None,
-              "floor_clusters": ctx.floor_clusters if target.retrains else None}
+              "floor_clusters": ctx.floor_clusters if target.retrains else None,
+              **({"cells_version": target.cells_version} if target.cells_version else {})}
 
     def compute(partial: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         cells, series = target.run_seed(ctx, seed)

@@ -10,7 +10,9 @@ KL objective of Eq. 15 summed over a validation set as in Eq. 14: the predicted 
 and the (normally trained) target after removing the cluster. Clusters whose removal is predicted to
 lower that KL most (the data on which network and teacher conflict) are removed first; Random Select
 removes clusters in a seeded random order. The two extra rows give, in the 0 % column, the teacher's
-own accuracy and the normally trained target's (no distillation) for orientation.
+own accuracy and the normally trained target's (no distillation) for orientation. Under the table,
+the oracle's self-agreement: each row's largest-removal student trained a second time under the
+tables' rounding-level perturbation (the other CPU thread count; on a GPU theta_0 moved by one ulp).
 
 Departures from the paper: the paper distills ResNet-18 on CIFAR-10; at ``smoke``/``small`` the
 preset's architecture and dataset are used (pass ``--arch resnet18_ap --dataset cifar10 --data-root``
@@ -30,7 +32,8 @@ from torch import Tensor, nn
 
 from baselines.exact import RetrainSpec, removed_digest, retrain
 from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
-from bench.removal import load_model, percent, rows_to_remove, validation_queries
+from bench.evaluation import table_perturbation
+from bench.removal import FLOOR_LABEL, accuracy_floor, load_model, percent, rows_to_remove, validation_queries
 from ddm.attributor import Queries
 from ddm.objectives import get_objective, to_probabilities
 from ddm.pipeline import Stages
@@ -75,7 +78,7 @@ def train_cached(stages: Stages, role: str, spec: RetrainSpec, loss_fn: LossFn,
     by role, spec and the losses' constants."""
     fields = {"role": role, "tau": TAU, "omega": OMEGA, "alpha": ALPHA,
               "removed": removed_digest(spec.removed), "n_removed": len(spec.removed), "seed": spec.seed,
-              **extra_key}
+              **({"perturb": spec.perturb} if spec.perturb else {}), **extra_key}
     device = str(next(stages.target.model.parameters()).device)
     theta = stages.resolver.get("kd", stages.target.config, fields, lambda partial: retrain(
         stages.config, stages.data, spec, device, loss_fn, partial.state, partial.save))
@@ -88,10 +91,16 @@ def nasty_teacher(stages: Stages) -> nn.Module:
                         nasty_loss(stages.target.model), {})
 
 
+def student(stages: Stages, teacher: nn.Module, teacher_key: str, removed: tuple[int, ...],
+            perturb: str = "") -> nn.Module:
+    """The student distilled from ``teacher`` without ``removed`` (under ``perturb``: the floor's rerun)."""
+    spec = RetrainSpec(removed, "distill", stages.target.config.train.seed, perturb)
+    return train_cached(stages, "student", spec, distillation_loss(teacher), {"teacher": teacher_key})
+
+
 def student_accuracy(stages: Stages, teacher: nn.Module, teacher_key: str, removed: tuple[int, ...]) -> float:
-    spec = RetrainSpec(removed, "distill", stages.target.config.train.seed)
-    student = train_cached(stages, "student", spec, distillation_loss(teacher), {"teacher": teacher_key})
-    return 100 * accuracy(student, stages.data.test_x, stages.data.test_y)
+    network = student(stages, teacher, teacher_key, removed)
+    return 100 * accuracy(network, stages.data.test_x, stages.data.test_y)
 
 
 def ddm_kl_order(ctx: RunContext, stages: Stages, teacher: nn.Module, queries: Queries) -> list[int]:
@@ -110,6 +119,7 @@ def random_order(n_clusters: int, seed: int) -> list[int]:
 class Table7(BenchTarget):
     name = "table7"
     stages = ("cells", "online", "influence", "retrained", "kd")
+    cells_version = 1  # 1: the oracle's self-agreement on each row's largest-removal student (series)
     paper = {"cifar10": {  # the paper's Table 7 (CIFAR-10, ResNet-18)
         "Random Select": (94.1, 93.5, 88.7, 87.3, 85.8), "DDM": (94.1, 94.2, 94.2, 92.9, 87.3)}}
     title = "Table 7: student accuracy (%) distilled from a nasty teacher after removing training data"
@@ -145,4 +155,10 @@ class Table7(BenchTarget):
                     "value": student_accuracy(stages, teacher, teacher_key, removed),
                     "seconds": time.perf_counter() - start,
                     "removed": len(removed) / len(stages.clustering.cluster_ids)}
-        return cells, {}
+        perturb = table_perturbation(next(stages.target.model.parameters()).device)
+        pairs = []
+        for order in orders.values():
+            removed = rows_to_remove(stages.clustering, order, max(self.fractions))
+            pairs.append(tuple(predict(student(stages, teacher, teacher_key, removed, rerun), test_x)
+                               .argmax(1)[None] for rerun in ("", perturb)))
+        return cells, {"floors": {FLOOR_LABEL: accuracy_floor(stages, pairs, len(orders), perturb)}}

@@ -236,6 +236,41 @@ def test_the_oracles_numerical_floor_is_recorded_and_rendered(ran_all):
 
 
 @pytest.mark.slow
+def test_the_lds_oracles_self_agreement_on_its_rerun_masks_is_recorded_and_rendered(ran_all):
+    """The LDS's own retrainings (keep-masks, not single removals) carry their floor too: float64
+    reproduces them under the other thread count, so the margins rank the masks alike."""
+    root, _ = ran_all
+    data = json.loads((root / "results" / "lds" / "digits" / "smoke" / "lds.json").read_text())
+    for series in data["series"].values():
+        floor = series["floors"]["oracle (keep-masks)"]
+        assert floor["unit"] == "masks" and floor["clusters"] == 10 and floor["n_clusters"] == 50
+        assert set(floor["objectives"]) == set(data["columns"])
+        for score in floor["objectives"].values():
+            assert score["spearman"] >= 0.999 and score["top_agree"] >= 0.99
+            assert 0 <= score["relative_dist1"] <= 1e-6
+    text = (root / "tables" / "lds_digits_smoke.md").read_text()
+    assert "10 of the 50 keep-masks of each column" in text
+    assert "| oracle (keep-masks) | float64, relu | keep 90% |" in text
+
+
+@pytest.mark.slow
+def test_the_removal_tables_rerun_each_methods_largest_removal_and_agree(ran_all):
+    """Tables 3, 6 and 7 judge methods by retrained accuracy: each method's largest removal set is
+    retrained (Table 7: its student distilled) again under the other thread count, and float64
+    classifies every test image alike."""
+    root, _ = ran_all
+    for target, methods in (("table3", 5), ("table6", 2), ("table7", 2)):
+        data = json.loads((root / "results" / target / "digits" / "smoke" / f"{target}.json").read_text())
+        for series in data["series"].values():
+            floor = series["floors"]["oracle (removal sets)"]
+            assert floor["unit"] == "accuracy" and 1 <= floor["clusters"] <= floor["n_clusters"] == methods
+            score = floor["objectives"]["accuracy"]
+            assert score["max_accuracy_gap"] == 0.0 and score["prediction_agreement"] == 1.0
+        text = (root / "tables" / f"{target}_digits_smoke.md").read_text()
+        assert "| oracle (removal sets) | float64, relu | accuracy | 0 | 1 |" in text
+
+
+@pytest.mark.slow
 def test_a_smooth_network_keeps_the_papers_relu_rows_with_their_own_floor(tmp_path):
     results, tables = tmp_path / "results", tmp_path / "tables"
     result = CliRunner().invoke(main, ["--home", str(tmp_path / "home"), "run", "table2", *TINY_RUN,
