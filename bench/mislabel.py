@@ -27,8 +27,11 @@ self-influence, -tau_ii(y_i) / p_i(y_i) (the first-order change of its own cross
 is removed), in the "(samples)" columns. Two rows without attribution frame the numbers: "Training
 loss" (the target's cross-entropy of each image on its label: the simplest mislabel detector, per
 image and averaged per cluster) and "Exact retraining" (s_k from retraining without each cluster: what
-exact cluster self-influence achieves). Predict- and Clustering-based similarity rank clusters by
-similarity to a query, and every cluster is most similar to its own members: they have no row.
+exact cluster self-influence achieves). Under the table, that oracle's self-agreement as under Tables 1
+and 2: the target and ``FLOOR_CLUSTERS`` evenly spaced cluster removals retrained a second time under
+the tables' rounding-level perturbation, scored on the training images by the cross-entropy
+objective. Predict- and Clustering-based similarity rank clusters by similarity to a query, and every
+cluster is most similar to its own members: they have no row.
 """
 
 from __future__ import annotations
@@ -42,7 +45,15 @@ from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
 from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
-from bench.evaluation import FIELD_METHODS, runnable
+from bench.evaluation import (
+    FIELD_METHODS,
+    FLOOR_CLUSTERS,
+    Oracle,
+    build_oracle,
+    numerical_floor,
+    runnable,
+    table_perturbation,
+)
 from ddm.attributor import Queries
 from ddm.cluster import Clustering
 from ddm.objectives import EPS, to_probabilities
@@ -136,6 +147,7 @@ class Mislabel(BenchTarget):
     retrains = True
     paper_columns = False
     stages = (*BenchTarget.stages, "library")
+    cells_version = 1  # 1: the oracle's self-agreement (series["floors"])
 
     def notes(self, ctx: RunContext) -> list[str]:
         return [f"config: {config_summary(ctx.config)} with label_noise={LABEL_NOISE}",
@@ -154,7 +166,8 @@ class Mislabel(BenchTarget):
         means = cluster_means(loss, stages.clustering.cluster_ids.cpu(), stages.clustering.n_clusters)
         cells[LOSS_ROW] = row_cells(means, loss, stages, time.perf_counter() - start)
         start = time.perf_counter()
-        exact = ctx.exact(stages).attribute(queries, "dist2")
+        oracle = build_oracle(ctx.exact(stages), queries)
+        exact = oracle.exact("dist2")
         cells[EXACT_ROW] = row_cells(self_influence(exact, stages.clustering.cluster_ids.cpu()), None,
                                      stages, time.perf_counter() - start)
         fits = {row: (method, stages) for row, method in runnable(METHODS, ctx.config)[0].items()}
@@ -166,7 +179,20 @@ class Mislabel(BenchTarget):
             scores, samples = method_scores(attributor, queries, clustering)
             ranked = self_influence(scores, clustering.cluster_ids.cpu())
             cells[row] = row_cells(ranked, samples, method_stages, time.perf_counter() - start)
-        return cells, {"flipped": stages.data.flipped_rows.tolist()}
+        return cells, {"flipped": stages.data.flipped_rows.tolist(),
+                       "floors": {"oracle": floor(ctx, stages, oracle)}}
+
+
+def floor(ctx: RunContext, stages: Stages, oracle: Oracle) -> dict[str, Any]:
+    """The oracle's self-agreement (:func:`bench.evaluation.numerical_floor`) on the training images,
+    for the cross-entropy objective the rows rank by, as a series stores it."""
+    model, n_clusters = stages.config.model, stages.clustering.n_clusters
+    perturb = table_perturbation(next(stages.target.model.parameters()).device)
+    clusters = ctx.floor_clusters or FLOOR_CLUSTERS
+    scores = numerical_floor(ctx, stages, oracle, ["dist2"], clusters=clusters, perturb=perturb)
+    return {"numerics": f"{model.precision}, {model.activation}", "perturb": perturb,
+            "clusters": min(clusters, n_clusters), "n_clusters": n_clusters,
+            "objectives": {name: vars(score) for name, score in scores.items()}}
 
 
 def training_loss(stages: Stages, queries: Queries) -> Tensor:

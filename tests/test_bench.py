@@ -220,7 +220,7 @@ def test_ladder_invariants(ran_all):
 @pytest.mark.slow
 def test_the_oracles_numerical_floor_is_recorded_and_rendered(ran_all):
     root, _ = ran_all
-    for target in ("table1", "table2"):
+    for target in ("table1", "table2", "mislabel"):
         data = json.loads((root / "results" / target / "digits" / "smoke" / f"{target}.json").read_text())
         assert "Noise floor (retrain, nothing removed)" not in data["cells"]  # 0 by construction: gone
         assert data["protocol"] == "same-seed" and data["retrain_seeds"] is None
