@@ -433,8 +433,15 @@ def run(obj: BenchContext, target: str, n_seeds: int, n_queries: int, workers: i
                    "that is current (bench/staleness.py).")
 @click.option("--readme", type=click.Path(dir_okay=False, path_type=Path), default=Path("README.md"),
               show_default=True, help="--check only: the README whose stale-results list is compared.")
-def report(results_dir: Path, tables_dir: Path, check: bool, readme: Path) -> None:
-    """Render every result under results/ into tables/ (Markdown and PNG), or --check them."""
+@click.option("--commands", is_flag=True,
+              help="Instead of rendering, print the `ddm-bench run` command that regenerates each result "
+                   "(with --check: each stale one), one per line after a comment naming the file.")
+def report(results_dir: Path, tables_dir: Path, check: bool, readme: Path, commands: bool) -> None:
+    """Render every result under results/ into tables/ (Markdown and PNG), --check them, or print the
+    --commands that regenerate them."""
+    if commands:
+        print_commands(results_dir, readme if check else None)
+        return
     if check:
         check_staleness(results_dir, readme)
         return
@@ -442,6 +449,36 @@ def report(results_dir: Path, tables_dir: Path, check: bool, readme: Path) -> No
 
     for path in render_all(results_dir, tables_dir):
         click.echo(str(path))
+
+
+def print_commands(results_dir: Path, readme: Path | None) -> None:
+    """One regeneration command per result (``bench/rerun.py``); with a README, only the stale ones."""
+    from bench.rerun import command_line, option_assignments
+    from bench.results import find_results, load_result
+
+    paths = find_results(results_dir)
+    if readme is not None:
+        from bench.staleness import check_all
+
+        verdicts, _ = check_all(results_dir, Path(results_dir).resolve().parent, readme)
+        stale = {verdict.path for verdict in verdicts if verdict.stale}
+        paths = [path for path in paths if _repo_relative(path, results_dir) in stale]
+    for path in paths:
+        result = load_result(path)
+        click.echo(f"# {_repo_relative(path, results_dir)}")
+        try:
+            click.echo(command_line(result))
+        except ValueError as error:
+            click.echo(f"# no command: {error}")
+            continue
+        if option_assignments(result):  # an old default and an explicit --option look alike
+            click.echo(f"#   its --option values differ from today's defaults; under the defaults: "
+                       f"{command_line(result, options=False)}")
+
+
+def _repo_relative(path: Path, results_dir: Path) -> str:
+    """``path`` relative to the repository holding ``results_dir`` (as ``report --check`` names it)."""
+    return Path(path).resolve().relative_to(Path(results_dir).resolve().parent).as_posix()
 
 
 def check_staleness(results_dir: Path, readme: Path) -> None:
