@@ -171,6 +171,48 @@ def numerical_floor(ctx: RunContext, stages: Stages, oracle: Oracle, objectives:
                         objectives, perturb)
 
 
+def floor_record(stages: Stages, perturb: str, clusters: int, n_clusters: int, objectives: dict[str, Any],
+                 unit: str | None = None) -> dict[str, Any]:
+    """One self-agreement block as a result's series stores it (``series[seed]["floors"][label]``,
+    rendered by ``bench/render.py`` per ``unit``: clusters when None, masks, accuracy): what was
+    perturbed, how many of the ``n_clusters`` removals (masks, removal sets) were retrained again,
+    and the agreement per objective."""
+    model = stages.config.model
+    return {"numerics": f"{model.precision}, {model.activation}", "perturb": perturb, "clusters": clusters,
+            "n_clusters": n_clusters, **({"unit": unit} if unit else {}), "objectives": objectives}
+
+
+def floor_series(ctx: RunContext, stages: Stages, oracle: Oracle, objectives: list[str]) -> dict[str, Any]:
+    """The single-cluster oracle's self-agreement (:func:`numerical_floor` on ``FLOOR_CLUSTERS`` of its
+    clusters, or the run's ``floor_clusters``, under the tables' perturbation) as a series stores it."""
+    n_clusters = stages.clustering.n_clusters
+    clusters = ctx.floor_clusters or FLOOR_CLUSTERS
+    perturb = table_perturbation(next(stages.target.model.parameters()).device)
+    floor = numerical_floor(ctx, stages, oracle, objectives, clusters=clusters, perturb=perturb)
+    return floor_record(stages, perturb, min(clusters, n_clusters), n_clusters,
+                        {name: vars(score) for name, score in floor.items()})
+
+
+# The bar an oracle's self-agreement must pass for the numbers scored against it to mean something
+# (the noise target's acceptance bar for the default numerics; float64 ReLU measures Spearman 1 and
+# a rerun distance of 0 to 1e-26 of the deletion effect). For retrained removal sets judged by test
+# accuracy: at most 0.1 % of test images classified otherwise, no accuracy moved by 0.1 point.
+AGREEMENT_BAR = {"spearman": (">=", 0.999), "top_agree": (">=", 0.99), "relative_dist1": ("<=", 1e-6),
+                 "prediction_agreement": (">=", 0.999), "max_accuracy_gap": ("<=", 0.1)}
+
+
+def below_bar(record: dict[str, Any]) -> list[str]:
+    """Every number of a self-agreement block (:func:`floor_record`) that misses ``AGREEMENT_BAR``,
+    as "objective: name value" (empty: the oracle agrees with its rerun)."""
+    missed = []
+    for objective, numbers in record["objectives"].items():
+        for name, value in numbers.items():
+            relation, bound = AGREEMENT_BAR[name]
+            if not (value >= bound if relation == ">=" else value <= bound):  # NaN misses too
+                missed.append(f"{objective}: {name} {value:.6g} (bar {relation} {bound:g})")
+    return missed
+
+
 def floor_scores(ctx: RunContext, stages: Stages, queries: Queries, reference: Tensor, base: Tensor,
                  picked: list[int], objectives: list[str], perturb: str) -> dict[str, FloorScore]:
     """How the exact effects of removing each cluster in ``picked`` (``base``: [len(picked), n_q, C]

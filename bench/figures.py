@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
-from bench.evaluation import exact_oracle
+from bench.evaluation import exact_oracle, floor_series
 from bench.results import Result
 from ddm.metrics import located_value
 
@@ -89,6 +89,7 @@ def plot_fig4(result: Result, path: Path) -> None:
 class Figure6(BenchTarget):
     name = "fig6"
     retrains = True
+    cells_version = 1  # 1: the oracle's self-agreement (series["floors"])
     title = "Figure 6: hierarchical tracing (class, then cluster) against the flat search"
     rows = ["flat: K single deletions", "hierarchical: L + C deletions"]
     columns = ["fine-tunes", "agrees with flat", "dist1 of located ×100"]
@@ -118,7 +119,8 @@ class Figure6(BenchTarget):
         series = {"flat_scores_query0": flat_scores[:, 0].tolist(),
                   "located_classes": search.classes.tolist(),
                   "clusters_per_class": stages.clustering.clusters_per_class,
-                  "n_classes": stages.clustering.n_classes}
+                  "n_classes": stages.clustering.n_classes,
+                  "floors": {"oracle": floor_series(ctx, stages, oracle, ["dist1"])}}
         return cells, series
 
     def plot(self, result: Result, path: Path) -> bool:

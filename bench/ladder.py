@@ -45,7 +45,7 @@ from torch import Tensor
 from torch.func import functional_call, jacrev
 
 from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
-from bench.evaluation import exact_oracle
+from bench.evaluation import exact_oracle, floor_series
 from bench.render import save_figure
 from bench.results import Result
 from ddm.config import DENSE_CHECKPOINTS, PAPER_DDM, SMALL_LR_IMG
@@ -259,6 +259,7 @@ def variant_rows(state: LadderState, name: str, ddm: DDMAttributor) -> CellValue
 class Ladder(BenchTarget):
     name = "ladder"
     retrains = True
+    cells_version = 1  # 1: the oracle's self-agreement (series["floors"])
     title = "Signal ladder: where DDM's attribution signal is lost (Dist1 against exact retraining)"
     rows = IDEAL_RUNGS + [f"{variant}: {rung}" for variant in VARIANTS for rung in VARIANT_RUNGS]
     columns = COLUMNS
@@ -286,7 +287,8 @@ class Ladder(BenchTarget):
             variant = ctx.stages(ctx.seeded(seed, **overrides))
             cells.update(variant_rows(state, name, ctx.fit("ddm", variant)))
             seconds[name] = time.perf_counter() - start
-        return cells, {"seconds": seconds}
+        floors = {"oracle": floor_series(ctx, stages, state.oracle, ["dist1"])}
+        return cells, {"seconds": seconds, "floors": floors}
 
     def plot(self, result: Result, path: Path) -> bool:
         plot_ladder(result, path)

@@ -42,7 +42,14 @@ from torch import Tensor
 
 from baselines.exact import removed_rows
 from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
-from bench.evaluation import FIELD_METHODS, FloorScore, cluster_lds, runnable, table_perturbation
+from bench.evaluation import (
+    FIELD_METHODS,
+    FloorScore,
+    cluster_lds,
+    floor_record,
+    runnable,
+    table_perturbation,
+)
 from ddm.attributor import Queries, RemovalPredictor
 from ddm.metrics import finite_mean, lds_masks, spearman_per_query, true_class_margin
 from ddm.pipeline import Stages, select_queries
@@ -123,10 +130,7 @@ class LDSTable(BenchTarget):
         cells: CellValues = {row: {} for row in methods}
         series: dict[str, Any] = {"masks": {}}
         perturb = table_perturbation(next(stages.target.model.parameters()).device)
-        model = stages.config.model
-        floor: dict[str, Any] = {"numerics": f"{model.precision}, {model.activation}", "perturb": perturb,
-                                 "clusters": min(FLOOR_MASKS, LDS_MASKS), "n_clusters": LDS_MASKS,
-                                 "unit": "masks", "objectives": {}}
+        floor = floor_record(stages, perturb, min(FLOOR_MASKS, LDS_MASKS), LDS_MASKS, {}, unit="masks")
         series["floors"] = {FLOOR_LABEL: floor}
         for column, (keep, offset) in KEEP.items():
             masks = lds_masks(stages.clustering.n_clusters, LDS_MASKS, MASK_SEED_OFFSET + offset + seed, keep)

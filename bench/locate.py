@@ -39,12 +39,10 @@ import torch
 from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
 from bench.evaluation import (
     FIELD_METHODS,
-    FLOOR_CLUSTERS,
     Oracle,
     exact_oracle,
-    numerical_floor,
+    floor_series,
     runnable,
-    table_perturbation,
 )
 from ddm.metrics import TOP_K, locate_score
 from ddm.objectives import get_objective
@@ -56,17 +54,6 @@ NOISE_FLOOR = "Noise floor (retrain, nothing removed)"
 # their own (ReLU) oracle, whose numerical floor is reported beside the default's.
 PAPER_ACTIVATION = "relu"
 RELU = " (paper's ReLU net)"
-
-
-def floor_series(ctx: RunContext, stages: Stages, oracle: Oracle, objectives: list[str]) -> dict[str, Any]:
-    """The oracle's numerical floor (see :func:`bench.evaluation.numerical_floor`) as JSON."""
-    model, n_clusters = stages.config.model, stages.clustering.n_clusters
-    clusters = ctx.floor_clusters or FLOOR_CLUSTERS
-    perturb = table_perturbation(next(stages.target.model.parameters()).device)
-    floor = numerical_floor(ctx, stages, oracle, objectives, clusters=clusters, perturb=perturb)
-    return {"numerics": f"{model.precision}, {model.activation}", "perturb": perturb,
-            "clusters": min(clusters, n_clusters), "n_clusters": n_clusters,
-            "objectives": {name: vars(score) for name, score in floor.items()}}
 
 
 def relu_rows(ctx: RunContext, seed: int, rows: dict[str, str], objectives: list[str],

@@ -45,15 +45,7 @@ from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
 from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
-from bench.evaluation import (
-    FIELD_METHODS,
-    FLOOR_CLUSTERS,
-    Oracle,
-    build_oracle,
-    numerical_floor,
-    runnable,
-    table_perturbation,
-)
+from bench.evaluation import FIELD_METHODS, build_oracle, floor_series, runnable
 from ddm.attributor import Queries
 from ddm.cluster import Clustering
 from ddm.objectives import EPS, to_probabilities
@@ -180,23 +172,7 @@ class Mislabel(BenchTarget):
             ranked = self_influence(scores, clustering.cluster_ids.cpu())
             cells[row] = row_cells(ranked, samples, method_stages, time.perf_counter() - start)
         return cells, {"flipped": stages.data.flipped_rows.tolist(),
-                       "floors": {"oracle": floor(ctx, stages, oracle)}}
-
-
-# The same record as bench.locate.floor_series builds for Tables 1 and 2. Its shared home is
-# bench/evaluation.py, a source of every target's cells: moving it there makes every committed result
-# stale, so it moves with the regeneration of issue 22; importing it from bench/locate.py would hide a
-# change of it from `report --check` for this target (which watches its own module, not locate's).
-def floor(ctx: RunContext, stages: Stages, oracle: Oracle) -> dict[str, Any]:
-    """The oracle's self-agreement (:func:`bench.evaluation.numerical_floor`) on the training images,
-    for the cross-entropy objective the rows rank by, as a series stores it."""
-    model, n_clusters = stages.config.model, stages.clustering.n_clusters
-    perturb = table_perturbation(next(stages.target.model.parameters()).device)
-    clusters = ctx.floor_clusters or FLOOR_CLUSTERS
-    scores = numerical_floor(ctx, stages, oracle, ["dist2"], clusters=clusters, perturb=perturb)
-    return {"numerics": f"{model.precision}, {model.activation}", "perturb": perturb,
-            "clusters": min(clusters, n_clusters), "n_clusters": n_clusters,
-            "objectives": {name: vars(score) for name, score in scores.items()}}
+                       "floors": {"oracle": floor_series(ctx, stages, oracle, ["dist2"])}}
 
 
 def training_loss(stages: Stages, queries: Queries) -> Tensor:

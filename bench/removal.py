@@ -46,7 +46,7 @@ from torch import Tensor
 
 from baselines.exact import RetrainSpec
 from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
-from bench.evaluation import table_perturbation
+from bench.evaluation import floor_record, table_perturbation
 from ddm.attributor import Queries
 from ddm.cluster import Clustering
 from ddm.config import ExperimentConfig
@@ -120,11 +120,8 @@ def accuracy_floor(stages: Stages, pairs: list[tuple[Tensor, Tensor]], n_methods
         correct = [(predicted == labels).double().mean(-1) for predicted in (first, second)]
         gaps.append(float(100 * (correct[0] - correct[1]).abs().max()))
         alike.append(float((first == second).double().mean()))
-    model = stages.config.model
-    return {"numerics": f"{model.precision}, {model.activation}", "perturb": perturb, "clusters": len(pairs),
-            "n_clusters": n_methods, "unit": "accuracy",
-            "objectives": {"accuracy": {"max_accuracy_gap": max(gaps),
-                                        "prediction_agreement": sum(alike) / len(alike)}}}
+    agreement = {"max_accuracy_gap": max(gaps), "prediction_agreement": sum(alike) / len(alike)}
+    return floor_record(stages, perturb, len(pairs), n_methods, {"accuracy": agreement}, unit="accuracy")
 
 
 def load_model(config: ExperimentConfig, stages: Stages, theta: Tensor) -> torch.nn.Module:

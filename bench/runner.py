@@ -22,6 +22,7 @@ import bench.targets  # noqa: F401  (registers every target)
 from bench.base import TARGETS, BenchTarget, CellValues, RunContext
 from bench.render import render_result
 from bench.results import Result, find_results, load_result, numerics_tag, result_path, write_result
+from bench.staleness import code_digest
 from ddm.provenance import environment, peak_memory_gb
 from ddm.stages import schemas
 from ddm.train import resolve_device
@@ -31,13 +32,15 @@ def _seed_cells(target: BenchTarget, ctx: RunContext,
                 seed: int) -> tuple[CellValues, dict[str, Any], str, int | None]:
     """One seed's cells, figure series, and the code version and CPU thread count that computed
     them (float32 results depend on the thread count's reduction order), cached under (target,
-    config, method options, seed, queries) so a rerun skips the seed."""
+    config, method options, seed, queries, the code of every source `report --check` watches for
+    the target) so a rerun under the same code skips the seed."""
     fields = {"target": target.name, "seed": seed, "n_queries": ctx.n_queries, "scale": ctx.config.scale,
               "methods": ctx.method_keys(), "query_seed_base": ctx.query_seed_base,
               "data_fingerprint": ctx.data_identity(),
               "oracle": ctx.oracle.key() if target.retrains else None,
               "floor_clusters": ctx.floor_clusters if target.retrains else None,
-              **({"cells_version": target.cells_version} if target.cells_version else {})}
+              **({"cells_version": target.cells_version} if target.cells_version else {}),
+              "code": code_digest(target.name)}
 
     def compute(partial: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         cells, series = target.run_seed(ctx, seed)

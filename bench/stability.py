@@ -39,7 +39,7 @@ from torch import Tensor
 
 from baselines.exact import JITTER_SEED, ulp_jittered
 from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
-from bench.evaluation import exact_oracle
+from bench.evaluation import exact_oracle, floor_series
 from bench.locate import OBJECTIVES
 from ddm.metrics import locate_score, mean_spearman
 from ddm.pipeline import Stages
@@ -76,6 +76,7 @@ class MethodStability(BenchTarget):
     columns = COLUMNS
     retrains = True
     paper_columns = False
+    cells_version = 1  # 1: the oracle's self-agreement (series["floors"])
 
     def run_seed(self, ctx: RunContext, seed: int) -> tuple[CellValues, dict[str, Any]]:
         stages = ctx.stages(ctx.seeded(seed))
@@ -94,7 +95,8 @@ class MethodStability(BenchTarget):
                         - locate_score(fitted[name], oracle.exact(name)).spearman) for name in OBJECTIVES)
                 seconds = (time.perf_counter() - start) / len(COLUMNS)
                 cells[row] = {name: {"value": value, "seconds": seconds} for name, value in numbers.items()}
-        return cells, {"jitter_seed": JITTER_SEED}
+        return cells, {"jitter_seed": JITTER_SEED,
+                       "floors": {"oracle": floor_series(ctx, stages, oracle, OBJECTIVES)}}
 
     @staticmethod
     def _scores(ctx: RunContext, stages: Stages, method: str, queries: Any) -> dict[str, Tensor]:

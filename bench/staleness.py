@@ -30,6 +30,7 @@ list stays true).
 from __future__ import annotations
 
 import ast
+import hashlib
 import re
 import subprocess
 import sys
@@ -75,6 +76,30 @@ def stage_sources(target_name: str) -> dict[str, list[str]]:
     own = "bench/" + Path(module).name
     return {name: [*STAGES[name].sources, *([own] if name == "cells" else [])]
             for name in upstream(target.stages)}
+
+
+ROOT = Path(__file__).resolve().parent.parent  # where the sources' paths start (bench/, ddm/, baselines/)
+
+
+def code_digest(target_name: str, root: Path = ROOT) -> str:
+    """A digest of the code of every source this check watches for ``target_name`` (each Python file
+    without comments and docstrings, :func:`_code`; other files byte for byte). The cached cells
+    are keyed by it: they are reused only under the code that computed them, so `run` after a code
+    change recomputes them (from the cached upstream stages) and never writes a result this check
+    calls stale by code."""
+    digest = hashlib.sha256()
+    for source in sorted({file for files in stage_sources(target_name).values() for file in files}):
+        folder = root / source
+        paths = (sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+                 if source.endswith("/") else [folder])
+        for path in paths:
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+            if not path.is_file():
+                continue
+            raw = path.read_bytes()
+            code = _code(raw.decode()) if path.suffix == ".py" else None
+            digest.update(code.encode() if code is not None else raw)
+    return digest.hexdigest()[:24]
 
 
 def changed_since(repo: Path, version: str) -> frozenset[str] | None:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from bench.base import TARGETS, BenchTarget, CellValues, RunContext, config_summary
-from bench.evaluation import exact_oracle
+from bench.evaluation import exact_oracle, floor_series
 from bench.results import Result
 from ddm.train import accuracy
 
@@ -69,6 +69,7 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
 class Figure7(BenchTarget):
     name = "fig7"
     retrains = True
+    cells_version = 1  # 1: the oracle's self-agreement (series["floors"])
     title = "Figure 7: DDM's single-cluster unlearning against exact retraining"
     rows = ["no unlearning (target)", "DDM-match fine-tune", "DDM fine-tune",
             "DDM (paper schedule) fine-tune"]
@@ -87,7 +88,8 @@ class Figure7(BenchTarget):
         cells: CellValues = {"no unlearning (target)": {
             "MSE to exact": {"value": float(exact.pow(2).mean())},
             "Pearson of effects": {"value": float("nan")}}}
-        series: dict[str, Any] = {"exact": exact.flatten().tolist()}
+        series: dict[str, Any] = {"exact": exact.flatten().tolist(),
+                                  "floors": {"oracle": floor_series(ctx, stages, oracle, ["dist1"])}}
         for row, method, row_stages in (("DDM-match fine-tune", "ddm_match", stages),
                                         ("DDM fine-tune", "ddm", stages),
                                         ("DDM (paper schedule) fine-tune", "ddm", ctx.paper_stages(seed))):

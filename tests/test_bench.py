@@ -236,6 +236,31 @@ def test_the_oracles_numerical_floor_is_recorded_and_rendered(ran_all):
 
 
 @pytest.mark.slow
+def test_every_target_scored_against_retraining_shows_its_oracle_agreeing_with_itself(ran_all):
+    """Every table and figure that retrains (its oracle, its masks, its removal sets, its students)
+    stores the self-agreement of what it retrained for every seed, above the bar (float64 ReLU
+    reproduces under the other thread count); the noise target is that check itself, and
+    lds-standard's oracle is dattri's float32 models, judged against their own second seed."""
+    import bench.targets  # noqa: F401
+    from bench.base import TARGETS
+    from bench.evaluation import below_bar
+
+    root, _ = ran_all
+    checked = [name for name in TARGETS.names()
+               if (TARGETS[name].retrains or name == "table7") and name != "noise"]
+    expected = {"fig6", "fig7", "ladder", "stability", "table1", "lds", "table3", "table7", "mislabel"}
+    assert expected <= set(checked)
+    for target in checked:
+        data = json.loads((root / "results" / target / "digits" / "smoke" / f"{target}.json").read_text())
+        for seed, series in data["series"].items():
+            assert series["floors"], (target, seed)
+            for label, record in series["floors"].items():
+                assert record["numerics"] == "float64, relu" and record["perturb"].startswith("threads=")
+                assert below_bar(record) == [], (target, seed, label)
+        assert "Oracle self-agreement" in (root / "tables" / f"{target}_digits_smoke.md").read_text(), target
+
+
+@pytest.mark.slow
 def test_the_lds_oracles_self_agreement_on_its_rerun_masks_is_recorded_and_rendered(ran_all):
     """The LDS's own retrainings (keep-masks, not single removals) carry their floor too: float64
     reproduces them under the other thread count, so the margins rank the masks alike."""
