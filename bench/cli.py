@@ -456,6 +456,8 @@ def print_commands(results_dir: Path, readme: Path | None) -> None:
     from bench.rerun import command_line, option_assignments
     from bench.results import find_results, load_result
 
+    if not Path(results_dir).is_dir():
+        raise click.UsageError(f"no results directory {results_dir}")
     paths = find_results(results_dir)
     if readme is not None:
         from bench.staleness import check_all
