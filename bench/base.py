@@ -173,10 +173,6 @@ class BenchTarget(ABC):
     # The stages (ddm/stages.py) its cells are computed from; upstream stages follow. A result
     # records their schemas, and `ddm-bench report --check` tells when one changed under it.
     stages: ClassVar[tuple[str, ...]] = ("cells", "online", "influence", "retrained")
-    # Bumped when the target's cells change meaning (a new block, another computation): part of its
-    # cells' cache key when not 0, so cached cells of the older code are not reused (0 keeps the keys
-    # every target had before this field existed). The cells schema does this for every target.
-    cells_version: ClassVar[int] = 0
 
     @abstractmethod
     def run_seed(self, ctx: RunContext, seed: int) -> tuple[CellValues, dict[str, Any]]:

@@ -458,16 +458,16 @@ def print_commands(results_dir: Path, readme: Path | None) -> None:
 
     if not Path(results_dir).is_dir():
         raise click.UsageError(f"no results directory {results_dir}")
-    paths = find_results(results_dir)
-    if readme is not None:
+    repo = Path(results_dir).resolve().parent
+    names = [path.resolve().relative_to(repo).as_posix() for path in find_results(results_dir)]
+    if readme is not None:  # the check names each result as `names` does
         from bench.staleness import check_all
 
-        verdicts, _ = check_all(results_dir, Path(results_dir).resolve().parent, readme)
-        stale = {verdict.path for verdict in verdicts if verdict.stale}
-        paths = [path for path in paths if _repo_relative(path, results_dir) in stale]
-    for path in paths:
-        result = load_result(path)
-        click.echo(f"# {_repo_relative(path, results_dir)}")
+        stale = {verdict.path for verdict in check_all(results_dir, repo, readme)[0] if verdict.stale}
+        names = [name for name in names if name in stale]
+    for name in names:
+        result = load_result(repo / name)
+        click.echo(f"# {name}")
         try:
             click.echo(command_line(result))
         except ValueError as error:
@@ -476,11 +476,6 @@ def print_commands(results_dir: Path, readme: Path | None) -> None:
         if option_assignments(result):  # an old default and an explicit --option look alike
             click.echo(f"#   its --option values differ from today's defaults; under the defaults: "
                        f"{command_line(result, options=False)}")
-
-
-def _repo_relative(path: Path, results_dir: Path) -> str:
-    """``path`` relative to the repository holding ``results_dir`` (as ``report --check`` names it)."""
-    return Path(path).resolve().relative_to(Path(results_dir).resolve().parent).as_posix()
 
 
 def check_staleness(results_dir: Path, readme: Path) -> None:

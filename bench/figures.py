@@ -89,7 +89,6 @@ def plot_fig4(result: Result, path: Path) -> None:
 class Figure6(BenchTarget):
     name = "fig6"
     retrains = True
-    cells_version = 1  # 1: the oracle's self-agreement (series["floors"])
     title = "Figure 6: hierarchical tracing (class, then cluster) against the flat search"
     rows = ["flat: K single deletions", "hierarchical: L + C deletions"]
     columns = ["fine-tunes", "agrees with flat", "dist1 of located ×100"]

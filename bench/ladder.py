@@ -259,7 +259,6 @@ def variant_rows(state: LadderState, name: str, ddm: DDMAttributor) -> CellValue
 class Ladder(BenchTarget):
     name = "ladder"
     retrains = True
-    cells_version = 1  # 1: the oracle's self-agreement (series["floors"])
     title = "Signal ladder: where DDM's attribution signal is lost (Dist1 against exact retraining)"
     rows = IDEAL_RUNGS + [f"{variant}: {rung}" for variant in VARIANTS for rung in VARIANT_RUNGS]
     columns = COLUMNS

@@ -100,7 +100,6 @@ class LDSTable(BenchTarget):
     columns = list(KEEP)
     paper_columns = False  # not a table of the paper
     paired_rows = ("DDM-full", PAPER_ROW)
-    cells_version = 1  # 1: the oracle's self-agreement on rerun masks (series["floors"])
 
     def notes(self, ctx: RunContext) -> list[str]:
         kept = " and ".join(f"{keep:.0%} (seed {MASK_SEED_OFFSET + offset} + s)"

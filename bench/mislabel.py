@@ -139,7 +139,6 @@ class Mislabel(BenchTarget):
     retrains = True
     paper_columns = False
     stages = (*BenchTarget.stages, "library")
-    cells_version = 1  # 1: the oracle's self-agreement (series["floors"])
 
     def notes(self, ctx: RunContext) -> list[str]:
         return [f"config: {config_summary(ctx.config)} with label_noise={LABEL_NOISE}",

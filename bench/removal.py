@@ -145,7 +145,6 @@ class RemovalTarget(BenchTarget):
     """Rows = methods, columns = removed percentages, cells = test accuracy after retraining."""
 
     retrains = True
-    cells_version = 1  # 1: the oracle's self-agreement on each method's largest removal set (series)
     fractions: tuple[float, ...]
     methods: dict[str, str]  # row -> registered method
 

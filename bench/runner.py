@@ -39,7 +39,6 @@ def _seed_cells(target: BenchTarget, ctx: RunContext,
               "data_fingerprint": ctx.data_identity(),
               "oracle": ctx.oracle.key() if target.retrains else None,
               "floor_clusters": ctx.floor_clusters if target.retrains else None,
-              **({"cells_version": target.cells_version} if target.cells_version else {}),
               "code": code_digest(target.name)}
 
     def compute(partial: Any) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -76,7 +76,6 @@ class MethodStability(BenchTarget):
     columns = COLUMNS
     retrains = True
     paper_columns = False
-    cells_version = 1  # 1: the oracle's self-agreement (series["floors"])
 
     def run_seed(self, ctx: RunContext, seed: int) -> tuple[CellValues, dict[str, Any]]:
         stages = ctx.stages(ctx.seeded(seed))

@@ -119,7 +119,6 @@ def random_order(n_clusters: int, seed: int) -> list[int]:
 class Table7(BenchTarget):
     name = "table7"
     stages = ("cells", "online", "influence", "retrained", "kd")
-    cells_version = 1  # 1: the oracle's self-agreement on each row's largest-removal student (series)
     paper = {"cifar10": {  # the paper's Table 7 (CIFAR-10, ResNet-18)
         "Random Select": (94.1, 93.5, 88.7, 87.3, 85.8), "DDM": (94.1, 94.2, 94.2, 92.9, 87.3)}}
     title = "Table 7: student accuracy (%) distilled from a nasty teacher after removing training data"

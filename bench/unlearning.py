@@ -69,7 +69,6 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
 class Figure7(BenchTarget):
     name = "fig7"
     retrains = True
-    cells_version = 1  # 1: the oracle's self-agreement (series["floors"])
     title = "Figure 7: DDM's single-cluster unlearning against exact retraining"
     rows = ["no unlearning (target)", "DDM-match fine-tune", "DDM fine-tune",
             "DDM (paper schedule) fine-tune"]
