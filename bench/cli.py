@@ -439,6 +439,8 @@ def run(obj: BenchContext, target: str, n_seeds: int, n_queries: int, workers: i
 def report(results_dir: Path, tables_dir: Path, check: bool, readme: Path, commands: bool) -> None:
     """Render every result under results/ into tables/ (Markdown and PNG), --check them, or print the
     --commands that regenerate them."""
+    if not results_dir.is_dir():  # every mode reads it: a typo is an error, not an empty report
+        raise click.UsageError(f"no results directory {results_dir}")
     if commands:
         print_commands(results_dir, readme if check else None)
         return
@@ -456,8 +458,6 @@ def print_commands(results_dir: Path, readme: Path | None) -> None:
     from bench.rerun import command_line, option_assignments
     from bench.results import find_results, load_result
 
-    if not Path(results_dir).is_dir():
-        raise click.UsageError(f"no results directory {results_dir}")
     repo = Path(results_dir).resolve().parent
     names = [path.resolve().relative_to(repo).as_posix() for path in find_results(results_dir)]
     if readme is not None:  # the check names each result as `names` does

@@ -89,6 +89,7 @@ def test_report_commands_prints_one_runnable_line_per_result():
     assert f"# results/{COMMITTED[0].relative_to(RESULTS).as_posix()}" in lines
 
 
-def test_report_commands_refuses_a_missing_results_directory(tmp_path):
-    outcome = CliRunner().invoke(main, ["report", "--commands", "--results-dir", str(tmp_path / "none")])
+@pytest.mark.parametrize("mode", [["--commands"], ["--check"], ["--check", "--commands"], []])
+def test_report_commands_refuses_a_missing_results_directory(tmp_path, mode):
+    outcome = CliRunner().invoke(main, ["report", *mode, "--results-dir", str(tmp_path / "none")])
     assert outcome.exit_code == 2 and "no results directory" in outcome.output
