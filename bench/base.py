@@ -178,6 +178,13 @@ class BenchTarget(ABC):
     def run_seed(self, ctx: RunContext, seed: int) -> tuple[CellValues, dict[str, Any]]:
         """Cells of one seed and figure series (JSON-able lists) of that seed."""
 
+    def resume_seed(self, ctx: RunContext, seed: int, partial: Any) -> tuple[CellValues, dict[str, Any]]:
+        """:meth:`run_seed` for the runner, which hands over the cached cells' ``partial``
+        (``ddm.resolver.Partial``: ``state``, ``save(state)``). A target whose seed runs for hours
+        overrides it to keep each finished part, so a stopped run resumes there; by default a
+        seed is one piece of work."""
+        return self.run_seed(ctx, seed)
+
     def notes(self, ctx: RunContext) -> list[str]:
         """Lines shown under the rendered table: how this run departs from the paper."""
         return []

@@ -159,27 +159,46 @@ class Mislabel(BenchTarget):
                 *runnable(METHODS, ctx.config)[1]]
 
     def run_seed(self, ctx: RunContext, seed: int) -> tuple[CellValues, dict[str, Any]]:
+        return self.resume_seed(ctx, seed, None)
+
+    def resume_seed(self, ctx: RunContext, seed: int, partial: Any) -> tuple[CellValues, dict[str, Any]]:
+        """One seed, row by row; with the runner's ``partial`` each finished row is kept, so a
+        stopped run (a seed takes hours at MNIST small) resumes at the row it was on. Rows are
+        independent (every method seeds its own randomness), so a resumed seed computes what an
+        uninterrupted one would."""
         stages = ctx.stages(ctx.seeded(seed, label_noise=LABEL_NOISE))
         queries = training_queries(stages)
-        cells: CellValues = {}
-        start = time.perf_counter()
-        loss = training_loss(stages, queries)
-        means = cluster_means(loss, stages.clustering.cluster_ids.cpu(), stages.clustering.n_clusters)
-        cells[LOSS_ROW] = row_cells(means, loss, stages, time.perf_counter() - start)
-        start = time.perf_counter()
-        oracle = build_oracle(ctx.exact(stages), queries)
-        exact = oracle.exact("dist2")
-        cells[EXACT_ROW] = row_cells(self_influence(exact, stages.clustering.cluster_ids.cpu()), None,
-                                     stages, time.perf_counter() - start)
-        fits = {row: (method, stages) for row, method in runnable(METHODS, ctx.config)[0].items()}
-        fits[PAPER_ROW] = ("ddm", ctx.paper_stages(seed, label_noise=LABEL_NOISE))
-        for row, (method, method_stages) in fits.items():
+        cells: CellValues = dict((partial.state or {}).get("cells", {})) if partial is not None else {}
+
+        def keep(row: str, values: dict[str, dict[str, Any]]) -> None:
+            cells[row] = values
+            if partial is not None:
+                partial.save({"cells": cells})
+
+        if LOSS_ROW not in cells:
             start = time.perf_counter()
+            loss = training_loss(stages, queries)
+            means = cluster_means(loss, stages.clustering.cluster_ids.cpu(), stages.clustering.n_clusters)
+            keep(LOSS_ROW, row_cells(means, loss, stages, time.perf_counter() - start))
+        start = time.perf_counter()
+        oracle = build_oracle(ctx.exact(stages), queries)  # the floor below needs it too
+        if EXACT_ROW not in cells:
+            exact = oracle.exact("dist2")
+            keep(EXACT_ROW, row_cells(self_influence(exact, stages.clustering.cluster_ids.cpu()), None,
+                                      stages, time.perf_counter() - start))
+        fits = {row: (method, stages) for row, method in runnable(METHODS, ctx.config)[0].items()}
+        fits[PAPER_ROW] = ("ddm", None)
+        for row, (method, method_stages) in fits.items():
+            if row in cells:
+                continue
+            start = time.perf_counter()
+            method_stages = method_stages or ctx.paper_stages(seed, label_noise=LABEL_NOISE)
             attributor = ctx.fit(method, method_stages)
             clustering = method_stages.clustering
             scores, samples = method_scores(attributor, queries, clustering)
             ranked = self_influence(scores, clustering.cluster_ids.cpu())
-            cells[row] = row_cells(ranked, samples, method_stages, time.perf_counter() - start)
+            keep(row, row_cells(ranked, samples, method_stages, time.perf_counter() - start))
+        cells = {row: cells[row] for row in [LOSS_ROW, EXACT_ROW, *fits]}  # the table's order
         return cells, {"flipped": stages.data.flipped_rows.tolist(),
                        "floors": {"oracle": floor_series(ctx, stages, oracle, ["dist2"])}}
 

@@ -1,8 +1,9 @@
 """``ddm-bench run TARGET``: one runner for every registered target (tables, figures, timings).
 
 The runner loops the seeds, caches each seed's cells in the artifact cache (so an interrupted
-multi-seed run resumes at the seed it was on, and every expensive stage inside a seed is cached by
-its own key), attaches each target's own paper values for the labelled column, writes ``results/``
+multi-seed run resumes at the seed it was on, inside it where the target keeps parts of a seed
+(``BenchTarget.resume_seed``), and every expensive stage inside a seed is cached by its own key),
+attaches each target's own paper values for the labelled column, writes ``results/``
 and renders ``tables/``. It sits on top of ``bench/``: it imports the targets, nothing imports it
 but the CLI.
 
@@ -42,7 +43,7 @@ def _seed_cells(target: BenchTarget, ctx: RunContext,
               "code": code_digest(target.name)}
 
     def compute(partial: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        cells, series = target.run_seed(ctx, seed)
+        cells, series = target.resume_seed(ctx, seed, partial)
         env = environment(resolve_device(ctx.device))
         return ({"cells": cells, "series": series, "code_version": env["code_version"]},
                 {"target": target.name, "seed": seed, **env})

@@ -46,3 +46,51 @@ def test_self_influence_is_the_own_clusters_relative_score_averaged_over_members
     # image 3: 3 - 1 = 2; cluster 0 averages its two images
     expected = torch.tensor([1.0, 4.0, 2.0], dtype=torch.float64)
     torch.testing.assert_close(self_influence(scores, ids), expected)
+
+
+@pytest.mark.slow  # about a minute: three tiny runs of every method
+def test_a_stopped_seed_resumes_at_the_row_it_was_on_and_computes_the_same_cells(tmp_path, monkeypatch):
+    """A seed of mislabel takes hours at MNIST small: each finished row is kept in the cells'
+    partial, so a run stopped in a method (here: the third one scored) recomputes neither the rows
+    before it on the rerun, and the resumed seed's cells are those of an uninterrupted run."""
+    import json
+
+    from click.testing import CliRunner
+
+    import bench.mislabel as mislabel
+    from bench.cli import main
+    from tests.test_bench import TINY_RUN
+
+    def run(home: str, out: str) -> dict:
+        args = ["--home", str(tmp_path / home), "run", "mislabel", *TINY_RUN, "--seeds", "1",
+                "--results-dir", str(tmp_path / out), "--tables-dir", str(tmp_path / out)]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        data = json.loads((tmp_path / out / "mislabel" / "digits" / "smoke" / "mislabel.json").read_text())
+        return {row: {column: cell["values"] for column, cell in columns.items()}
+                for row, columns in data["cells"].items()}
+
+    uninterrupted = run("fresh", "a")
+    scored, real = [], mislabel.method_scores
+
+    def stop_at_third(attributor, queries, clustering):
+        scored.append(type(attributor).__name__)
+        if len(scored) == 3:
+            raise KeyboardInterrupt
+        return real(attributor, queries, clustering)
+
+    monkeypatch.setattr(mislabel, "method_scores", stop_at_third)
+    stopped = CliRunner().invoke(main, ["--home", str(tmp_path / "stopped"), "run", "mislabel", *TINY_RUN,
+                                        "--seeds", "1", "--results-dir", str(tmp_path / "b"),
+                                        "--tables-dir", str(tmp_path / "b")])
+    assert stopped.exit_code != 0 and len(scored) == 3
+    scored.clear()
+    def counted(attributor, queries, clustering):
+        scored.append(type(attributor).__name__)
+        return real(attributor, queries, clustering)
+
+    monkeypatch.setattr(mislabel, "method_scores", counted)
+    resumed = run("stopped", "b")
+    n_methods = len(uninterrupted) - 2  # the training-loss and exact rows score no method
+    assert len(scored) == n_methods - 2  # the two rows finished before the stop were kept
+    assert resumed == uninterrupted and list(resumed) == list(uninterrupted)

@@ -74,7 +74,8 @@ def problems(block: str) -> list[str]:
     numbers = [float(x) for x in itertools.chain.from_iterable(re.findall(NUMBER, t) for t in tables)]
     found: list[str] = []
     for match in TRIPLE.finditer(block):
-        if not any(all(same(p, v) for p, v in zip(match.groups(), triple, strict=True)) for triple in triples):
+        if not any(all(same(p, v) for p, v in zip(match.groups(), triple, strict=True))
+                   for triple in triples):
             found.append(f"interval {match.group(0)!r} is in none of {cited}")
     outside = TRIPLE.sub(" ", block)
     for match in DECIMAL.finditer(outside):
@@ -84,7 +85,8 @@ def problems(block: str) -> list[str]:
         if not cited:
             found.append(f"{token} (no table cited)")
         elif not any(same(token, value) for value in numbers):
-            found.append(f"{token!r} is in none of {cited}: …{outside[max(0, match.start() - 60):match.end()]}")
+            context = outside[max(0, match.start() - 60):match.end()]
+            found.append(f"{token!r} is in none of {cited}: …{context}")
     return found
 
 
@@ -110,6 +112,7 @@ def test_every_checked_readme_number_is_in_the_table_it_cites():
 ])
 def test_the_checker_fails_on_what_it_should(tmp_path, monkeypatch, block, ok):
     (tmp_path / "tables").mkdir()
-    (tmp_path / "tables" / "t.md").write_text("| DDM | 0.338 [0.075, 0.659] | 0.0412 | -0.955 [-1.76, -0.372] |\n")
+    table = "| DDM | 0.338 [0.075, 0.659] | 0.0412 | -0.955 [-1.76, -0.372] |\n"
+    (tmp_path / "tables" / "t.md").write_text(table)
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     assert (problems(block) == []) is ok
