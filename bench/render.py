@@ -145,6 +145,42 @@ def extra_table(result: Result) -> list[str]:
     return lines
 
 
+def effective_queries(effects: list[float]) -> float:
+    """(sum |o|)^2 / sum o^2 of per-query oracle effects ``o``: the number of equally weighted
+    queries that would give the same spread, n when every query's effect is equal, 1 when one
+    query holds all of it (nan when all are 0). A ratio of means weighs each query by its oracle
+    effect, so it rests on about this many queries."""
+    total, squares = sum(abs(v) for v in effects), sum(v * v for v in effects)
+    return total**2 / squares if squares > 0 else math.nan
+
+
+def concentration_lines(result: Result) -> list[str]:
+    """Where each column's oracle effect sits: the effective number of queries per seed and pooled
+    (:func:`effective_queries`) of the oracle's gain over random per query, o - r (the weights of
+    the normalized ratio of means), from the first row storing both per-query series (rows scored
+    by another oracle, ``unpaired_suffix``, excluded)."""
+    suffix = TARGETS[result.target].unpaired_suffix if result.target in TARGETS else None
+    parts = []
+    for column in result.columns:
+        cell = next((cells[column] for row, cells in result.cells.items()
+                     if column in cells and {"oracle", "random"} <= set(cells[column].queries)
+                     and not (suffix and row.endswith(suffix))), None)
+        if cell is None:
+            continue
+        gains = [[o - r for o, r in zip(oracle, random, strict=True)]
+                 for oracle, random in zip(cell.queries["oracle"], cell.queries["random"], strict=True)]
+        seeds = ", ".join(_number(effective_queries(values), digits=2) for values in gains)
+        pooled = [v for values in gains for v in values]
+        parts.append(f"{column}: {seeds} of {len(gains[0])} per seed, pooled "
+                     f"{_number(effective_queries(pooled), digits=3)} of {len(pooled)}")
+    if not parts:
+        return []
+    return ["Where the oracle's effect sits: the effective number of queries, (Σ|g|)² / Σg² over the "
+            "oracle's per-query gain over random g = oracle − random (n when all are equal, 1 when one "
+            "query holds everything). The normalized ratio of means weighs each query by g, so it rests "
+            "on about this many. " + "; ".join(parts) + ".", ""]
+
+
 def _same_series(result: Result, row: str, name: str, earlier: list[str], cell: Cell | None) -> str | None:
     """The earlier column whose per-query ``name`` values this cell repeats (to 1e-9): Dist3 is a
     monotone transform of Dist1, so its Spearman is Dist1's and is not printed as separate evidence."""
@@ -287,6 +323,7 @@ def render_markdown(result: Result, scales: dict[str, float] | None = None) -> s
                "ratio of means" if intervals else "means over seeds")
         lines += [f"Secondary numbers ({how}): " + "; ".join(
             text for name, text in EXTRA_TEXT.items() if text and name in extra[0]) + ".", ""] + extra + [""]
+        lines += concentration_lines(result)
     pairs = paired_table(result, scales)
     if pairs:
         lines += ["Paired comparisons over the same (seed, query) pairs: the mean difference of the "

@@ -132,6 +132,31 @@ def test_a_spearman_that_repeats_an_earlier_objectives_is_printed_once():
     assert line.endswith("| = dist1 |") and line.count("= ") == 1
 
 
+def test_the_effective_number_of_queries_by_hand_and_in_the_rendered_table():
+    import bench.targets  # noqa: F401
+    from bench.render import concentration_lines, effective_queries
+    from bench.results import Result
+
+    assert effective_queries([1.0, 1.0, 1.0, 1.0]) == 4.0  # equal effects: every query counts
+    assert effective_queries([0.0, 2.0, 0.0]) == 1.0  # one query holds everything
+    assert effective_queries([3.0, 1.0]) == pytest.approx(16 / 10)  # (3 + 1)^2 / (9 + 1)
+    assert math.isnan(effective_queries([0.0, 0.0]))
+    result = Result(target="table1", dataset="mnist", scale="small", title="T", description="d",
+                    rows=["Random Select", "DDM-full"], columns=["dist1"], cells={}, seeds=[0, 1],
+                    config={}, environment={})
+    # the gain over random g = oracle - random: seed 0 (3, 1) -> 1.6; seed 1 (1, 1) -> 2;
+    # pooled (3, 1, 1, 1): 36 / 12 = 3
+    for oracle, random in (([3.5, 1.5], [0.5, 0.5]), ([1.0, 2.0], [0.0, 1.0])):
+        for row in result.rows:
+            result.cell(row, "dist1").add(0.0, 0.0, queries={"value": random, "oracle": oracle,
+                                                             "random": random})
+    line = concentration_lines(result)[0]
+    assert line.endswith("dist1: 1.6, 2 of 2 per seed, pooled 3 of 4.")
+    assert concentration_lines(Result(target="table1", dataset="mnist", scale="small", title="T",
+                                      description="d", rows=[], columns=["dist1"], cells={},
+                                      seeds=[0], config={}, environment={})) == []
+
+
 def test_an_interval_of_the_committed_quickstart_table_recomputes_from_its_per_query_values():
     """results/ holds the per-query values behind Table 1; the interval the table shows is theirs."""
     from pathlib import Path
