@@ -61,10 +61,12 @@ def test_a_stopped_seed_resumes_at_the_row_it_was_on_and_computes_the_same_cells
     from bench.cli import main
     from tests.test_bench import TINY_RUN
 
-    def run(home: str, out: str) -> dict:
-        args = ["--home", str(tmp_path / home), "run", "mislabel", *TINY_RUN, "--seeds", "1",
+    def args(home: str, out: str) -> list[str]:
+        return ["--home", str(tmp_path / home), "run", "mislabel", *TINY_RUN, "--seeds", "1",
                 "--results-dir", str(tmp_path / out), "--tables-dir", str(tmp_path / out)]
-        result = CliRunner().invoke(main, args)
+
+    def run(home: str, out: str) -> dict:
+        result = CliRunner().invoke(main, args(home, out))
         assert result.exit_code == 0, result.output
         data = json.loads((tmp_path / out / "mislabel" / "digits" / "smoke" / "mislabel.json").read_text())
         return {row: {column: cell["values"] for column, cell in columns.items()}
@@ -80,9 +82,7 @@ def test_a_stopped_seed_resumes_at_the_row_it_was_on_and_computes_the_same_cells
         return real(attributor, queries, clustering)
 
     monkeypatch.setattr(mislabel, "method_scores", stop_at_third)
-    stopped = CliRunner().invoke(main, ["--home", str(tmp_path / "stopped"), "run", "mislabel", *TINY_RUN,
-                                        "--seeds", "1", "--results-dir", str(tmp_path / "b"),
-                                        "--tables-dir", str(tmp_path / "b")])
+    stopped = CliRunner().invoke(main, args("stopped", "b"))
     assert stopped.exit_code != 0 and len(scored) == 3
     scored.clear()
     def counted(attributor, queries, clustering):
