@@ -48,6 +48,54 @@ def test_self_influence_is_the_own_clusters_relative_score_averaged_over_members
     torch.testing.assert_close(self_influence(scores, ids), expected)
 
 
+def test_first_order_scores_keep_the_signal_that_the_clamped_probability_loses():
+    """Two clusters of two images; image 0 is the flip. Removing an image lowers its own label's
+    probability by more than that probability (first order overshoots, as the library methods do
+    on their own cluster): p + sum tau falls below EPS for both images' own cluster, the Dist2
+    cross-entropy saturates at -log EPS for the flip and the clean image alike, and the ranking
+    inverts; the first-order change of the cross-entropy, -sum tau / p, keeps the flip first."""
+    from types import SimpleNamespace
+
+    from bench.mislabel import method_scores
+    from ddm.attributor import Queries
+    from ddm.objectives import EPS
+
+    p = torch.tensor([0.1, 0.9, 0.8, 0.8], dtype=torch.float64)  # each image's p of its own label
+    # tau[i, q]: image i removed, change of p_label(q). Own cluster (0: images 0, 1): the flip's p
+    # drops by far more than itself; the clean image's by a little more than itself.
+    tau = torch.tensor([[-2.0, -0.5, 0.0, 0.0],
+                        [-0.1, -0.5, 0.0, 0.0],
+                        [0.05, 0.0, -0.3, -0.1],
+                        [0.0, 0.05, -0.1, -0.3]], dtype=torch.float64)
+
+    class Fake:
+        def label_changes(self, queries):
+            return tau
+
+        def reference(self, queries):
+            out = torch.zeros(4, 2, dtype=torch.float64)
+            out[torch.arange(4), queries.labels] = p
+            return out
+
+    queries = Queries(torch.zeros(4, 1), torch.tensor([1, 0, 1, 1]))
+    clustering = SimpleNamespace(n_clusters=2, cluster_ids=torch.tensor([0, 0, 1, 1]))
+    scores = method_scores(Fake(), queries, clustering)
+    assert scores.clamped[0, :2].all() and not scores.clamped[1].any()
+    torch.testing.assert_close(scores.dist2[0, :2], torch.full((2,), -torch.tensor(EPS).log().item(),
+                                                                dtype=torch.float64))
+    torch.testing.assert_close(scores.first_order[:, 0], torch.tensor([21.0, -0.5], dtype=torch.float64))
+    torch.testing.assert_close(scores.samples, -tau.diagonal() / p)
+
+    def own_relative(values):  # each image of cluster 0: its own removal's score minus the mean over removals
+        return values[0, :2] - values[:, :2].mean(0)
+
+    # clamped, the flip (image 0) scores below the clean image 1: both own cross-entropies sit at
+    # -log EPS, and the flip's is higher elsewhere (its p is low), so subtracting the mean inverts them
+    assert own_relative(scores.dist2)[0] < own_relative(scores.dist2)[1]
+    assert own_relative(scores.first_order)[0] > own_relative(scores.first_order)[1]
+    assert self_influence(scores.first_order, clustering.cluster_ids)[0] > 0
+
+
 @pytest.mark.slow  # about a minute: three tiny runs of every method
 def test_a_stopped_seed_resumes_at_the_row_it_was_on_and_computes_the_same_cells(tmp_path, monkeypatch):
     """A seed of mislabel takes hours at MNIST small: each finished row is kept in the cells'
