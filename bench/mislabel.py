@@ -48,7 +48,9 @@ mean of the per-sample self-influence 0.958-0.993. So the table keeps both: "AUC
 are the Dist2 prediction, one definition for every row (the default; the rows compare on it), and the
 "(1st-order CE)" columns, for the methods that attribute samples, rank by the linearized loss, beside
 "own cluster clamped", the share of training images whose own cluster's removal reaches the clamp.
-Representer points rank the flips last per sample too (0.065 at digits smoke): dattri fits its head
+The committed digits-smoke table (``ddm-bench run mislabel --dataset digits --scale smoke --seeds 1``)
+holds these digits-smoke numbers in its columns. Representer points rank the flips last per sample
+too (0.065 at digits smoke): dattri fits its head
 to the network's own outputs, not to the labels, so a flipped label does not enter its alphas; that
 this explains the inversion is not measured.
 
