@@ -50,9 +50,8 @@ are the Dist2 prediction, one definition for every row (the default; the rows co
 "own cluster clamped", the share of training images whose own cluster's removal reaches the clamp.
 The committed digits-smoke table (``ddm-bench run mislabel --dataset digits --scale smoke --seeds 1``)
 holds these digits-smoke numbers in its columns. Representer points rank the flips last per sample
-too (0.065 at digits smoke): dattri fits its head
-to the network's own outputs, not to the labels, so a flipped label does not enter its alphas; that
-this explains the inversion is not measured.
+too (0.065 at digits smoke): dattri fits its head to the network's own outputs, not to the labels,
+so a flipped label does not enter its alphas; that this explains the inversion is not measured.
 
 Cost: every training image is a query, so the methods that solve per query solve N x classes
 right-hand sides (20,000 on MNIST small against 200 in Tables 1 and 2). FastIF's s_test is LiSSA
