@@ -576,3 +576,31 @@ def test_re_rendering_the_committed_results_gives_the_committed_tables(tmp_path)
     assert len(written) >= 40
     for path in written:
         assert path.read_text() == (root / "tables" / path.name).read_text(), path.name
+
+
+
+def test_timings_fit_every_baseline_from_an_empty_cache(tmp_path, monkeypatch):
+    """The timings' baseline rows must cost what a cold fit costs: a fit another table cached in the
+    run's cache (the linear response, TRAK's models, EK-FAC's factors) may not be read."""
+    from bench import base, timings
+    from ddm.pipeline import select_queries
+    from ddm.resolver import Resolver
+
+    from .conftest import TINY
+
+    ctx = base.RunContext(TINY, Resolver(tmp_path / "home"), device="cpu", n_queries=2, progress=False)
+    stages = ctx.stages(TINY)
+    queries = select_queries(stages.data, 2)
+    assert not ctx.fit("koh", stages).loaded_from_cache  # cached in the run's cache, as a table would
+    fitted = []
+    real_fit = base.RunContext.fit
+
+    def spy(self, method, method_stages, **kwargs):
+        fitted.append(real_fit(self, method, method_stages, **kwargs))
+        return fitted[-1]
+
+    monkeypatch.setattr(base.RunContext, "fit", spy)
+    monkeypatch.setattr(timings, "BASELINES", ["koh"])
+    seconds = timings.Timings().baselines(ctx, stages, queries)
+    assert [attributor.loaded_from_cache for attributor in fitted] == [False]
+    assert set(seconds) == {"koh: offline (fit)", "koh: online (attribute)"}
