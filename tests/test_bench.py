@@ -586,7 +586,7 @@ def test_timings_fit_every_baseline_from_an_empty_cache(tmp_path, monkeypatch):
     from ddm.pipeline import select_queries
     from ddm.resolver import Resolver
 
-    from .conftest import TINY
+    from tests.conftest import TINY
 
     ctx = base.RunContext(TINY, Resolver(tmp_path / "home"), device="cpu", n_queries=2, progress=False)
     stages = ctx.stages(TINY)
