@@ -578,7 +578,6 @@ def test_re_rendering_the_committed_results_gives_the_committed_tables(tmp_path)
         assert path.read_text() == (root / "tables" / path.name).read_text(), path.name
 
 
-
 def test_timings_fit_every_baseline_from_an_empty_cache(tmp_path, monkeypatch):
     """The timings' baseline rows must cost what a cold fit costs: a fit another table cached in the
     run's cache (the linear response, TRAK's models, EK-FAC's factors) may not be read."""
