@@ -48,9 +48,11 @@ def decimals(token: str) -> int:
 
 
 def same(printed: str, value: float) -> bool:
-    """``value`` printed at ``printed``'s precision reads ``printed`` (half a last digit apart)."""
+    """``value`` printed at ``printed``'s precision reads ``printed`` (half a last digit apart; in
+    scientific notation the last digit is the mantissa's: ``4.48e-26`` reads ``4.5e-26``, not ``4.4e-26``)."""
     digits, number = decimals(printed), float(printed)
-    return abs(value - number) <= 0.5 * 10 ** -digits * (1 + 1e-9) + 1e-15 * abs(number)
+    exponent = int(printed.split("e")[1]) if "e" in printed else 0
+    return abs(value - number) <= 0.5 * 10.0 ** (exponent - digits) * (1 + 1e-9) + 1e-15 * abs(number)
 
 
 def checked_blocks(text: str) -> list[str]:
@@ -109,10 +111,12 @@ def test_every_checked_readme_number_is_in_the_table_it_cites():
     ("DDM 0.35 (`tables/t.md`)", False),
     ("DDM −0.955 × 10⁻² [−1.76, −0.372] (`tables/t.md`)".translate(DASHES), True),
     ("DDM 0.338 somewhere", False),  # no citation
+    ("rerun 4.48e-26 and 4.5e-26 (`tables/t.md`)", True),  # rounded in the mantissa
+    ("rerun 4.4e-26 (`tables/t.md`)", False),  # half the mantissa's last digit, not an absolute 0.05
 ])
 def test_the_checker_fails_on_what_it_should(tmp_path, monkeypatch, block, ok):
     (tmp_path / "tables").mkdir()
-    table = "| DDM | 0.338 [0.075, 0.659] | 0.0412 | -0.955 [-1.76, -0.372] |\n"
+    table = "| DDM | 0.338 [0.075, 0.659] | 0.0412 | -0.955 [-1.76, -0.372] | 4.48e-26 |\n"
     (tmp_path / "tables" / "t.md").write_text(table)
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     assert (problems(block) == []) is ok
