@@ -392,11 +392,15 @@ def target_names() -> list[str]:
               help="Take the seeds the result file in --results-dir already holds under the same config, "
                    "methods, queries and protocol from it instead of recomputing them (adding a seed to a "
                    "committed table on a fresh clone); each kept seed keeps its recorded code version.")
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also keep each finished seed's cells and the finished rows of an unfinished seed as "
+                   "small JSON files under DIR, and start from them where the artifact cache has none: "
+                   "commit DIR (e.g. results/checkpoints) to carry a run of hours to another machine.")
 @click.pass_obj
 def run(obj: BenchContext, target: str, n_seeds: int, n_queries: int, workers: int, executor: str,
         retrain_batch: int, ray_address: str | None, ray_gpus: float, protocol: str, retrain_seeds: int,
         query_seed_base: int, method_assignments: tuple[str, ...], results_dir: Path, tables_dir: Path,
-        keep_committed: bool, **options: Any) -> None:
+        keep_committed: bool, checkpoint_dir: Path | None, **options: Any) -> None:
     """Run a table, figure or the timings (or `all`); write results/ and render tables/."""
     from baselines.exact import OracleConfig
     from bench.base import TARGETS, RunContext
@@ -404,6 +408,7 @@ def run(obj: BenchContext, target: str, n_seeds: int, n_queries: int, workers: i
     from bench.runner import run_target
 
     config = config_from_options(options)
+    obj.resolver.carry_to(checkpoint_dir)
     ctx = RunContext(config, obj.resolver, data_root=options["data_root"], device=options["device"],
                      n_queries=n_queries, query_seed_base=query_seed_base,
                      oracle=OracleConfig(protocol=protocol, retrain_seeds=retrain_seeds),

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 from ddm.io import atomic_write_text
 
 RESULT_SCHEMA = 1
+CHECKPOINTS = "checkpoints"  # results/checkpoints: run --checkpoint-dir's carried work, not a result
 
 
 @dataclass
@@ -185,5 +186,6 @@ def load_result(path: Path) -> Result:
 
 
 def find_results(root: Path) -> list[Path]:
-    """Every result JSON under ``root``, sorted."""
-    return sorted(Path(root).glob("*/*/*/*.json"))
+    """Every result JSON under ``root``, sorted (not the carried work of ``run --checkpoint-dir``
+    when it lives under ``root``: ``results/checkpoints``)."""
+    return sorted(path for path in Path(root).glob("*/*/*/*.json") if path.parts[-4] != CHECKPOINTS)

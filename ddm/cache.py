@@ -9,15 +9,21 @@ file's size and hash, so a truncated or edited entry (manifest included) is repo
 serializes concurrent writers of the same entry; unfinished work is kept in ``partial.pt`` (with its
 digest in ``partial.sha256``) so an interrupted stage resumes instead of starting over.
 
+A :class:`Carry` mirrors the small entries (JSON payloads, and the partial state of their unfinished
+work) as one JSON file each in a directory a user can commit (``run --checkpoint-dir``), so a long
+run stopped on one machine resumes on another whose artifact cache is empty.
+
 Tensors are loaded with ``torch.load(weights_only=True)``: payloads are tensors and plain
 containers of them, so a crafted file cannot run code.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import hashlib
+import io
 import json
 import shutil
 from collections.abc import Callable, Iterator, Mapping
@@ -233,3 +239,83 @@ class ArtifactCache:
 
     def entry(self, kind: str, config: Mapping[str, Any]) -> CacheEntry:
         return CacheEntry(self.root, kind, config)
+
+
+class Carry:
+    """Small entries mirrored as ``<root>/<kind>/<key>.json``: the entry's config (a file written for
+    another config is refused, as a cache entry is), then either its payload and meta (complete)
+    or its partial state: as JSON when the state survives a JSON round trip, else as torch bytes in
+    base64 (loaded with ``weights_only=True``, with their digest). The artifact cache stays the
+    working copy; the carry is what another machine starts from."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    def path(self, entry: CacheEntry) -> Path:
+        return self.root / entry.kind / f"{entry.key}.json"
+
+    def _read(self, entry: CacheEntry) -> dict[str, Any] | None:
+        path = self.path(entry)
+        if not path.exists():
+            return None
+        try:
+            record = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise CacheError(f"checkpoint {path} is not valid JSON ({err}); delete it to recompute") from err
+        if not isinstance(record, dict) or record.get("config") != entry.config:
+            raise CacheError(f"checkpoint {path} was written for a different configuration; refusing to "
+                             "reuse it. Delete it to recompute.")
+        return record
+
+    def _write(self, entry: CacheEntry, body: dict[str, Any]) -> None:
+        record = {"kind": entry.kind, "key": entry.key, "config": entry.config, **body}
+        text = json.dumps(record, indent=1, sort_keys=True) + "\n"
+        path = self.path(entry)
+        if not path.exists() or path.read_text() != text:
+            atomic_write_text(path, text)
+
+    def complete(self, entry: CacheEntry) -> tuple[Any, dict[str, Any]] | None:
+        """The carried payload and meta of a complete entry, or None."""
+        record = self._read(entry)
+        if record is None or "payload" not in record:
+            return None
+        return record["payload"], record.get("meta", {})
+
+    def keep(self, entry: CacheEntry, payload: Any, meta: Mapping[str, Any]) -> None:
+        """Carry a complete entry (its partial state, if carried, is dropped)."""
+        self._write(entry, {"payload": json.loads(json.dumps(payload)), "meta": json.loads(json.dumps(meta))})
+
+    def partial(self, entry: CacheEntry) -> dict[str, Any] | None:
+        """The carried unfinished work of an entry, or None."""
+        record = self._read(entry)
+        if record is None or "payload" in record:
+            return None
+        if "partial" in record:
+            return record["partial"]
+        data = base64.b64decode(record.get("partial_pt", ""))
+        if hashlib.sha256(data).hexdigest() != record.get("partial_sha256"):
+            raise CacheError(f"checkpoint {self.path(entry)} has partial state that does not match its "
+                             "digest; delete it to recompute")
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+    def keep_partial(self, entry: CacheEntry, state: dict[str, Any]) -> None:
+        """Carry an entry's unfinished work."""
+        try:
+            plain = json.loads(json.dumps(state)) == state
+        except (TypeError, ValueError):
+            plain = False
+        if plain:
+            self._write(entry, {"partial": state})
+        else:
+            data = torch_bytes(state)
+            self._write(entry, {"partial_pt": base64.b64encode(data).decode(),
+                                "partial_sha256": hashlib.sha256(data).hexdigest()})
+
+    def sync_partial(self, entry: CacheEntry) -> None:
+        """Before an entry is computed: carry the cache's partial state, or hand the carried one to
+        the cache when it has none (the cache's is this machine's latest)."""
+        local = entry.load_partial()
+        if local is not None:
+            self.keep_partial(entry, local)
+        elif (carried := self.partial(entry)) is not None:
+            entry.save_partial(carried)

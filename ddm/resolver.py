@@ -15,6 +15,11 @@ For a request ``resolver.get(stage, config, fields, compute)`` the resolver
    progress (``partial.save(state)``), so a long stage resumes instead of starting over;
 4. hands ``build(payload, meta)`` back (the domain object: a ``Target``, a ``Clustering``...).
 
+With a carry directory (:meth:`Resolver.carry_to`, ``run --checkpoint-dir``) the stages whose payload
+is JSON (a seed's cells, an lds-standard setting) are also kept there with their unfinished work,
+and an entry missing from the cache is taken from there, complete or partial: a directory to commit
+so that a run stopped on one machine goes on on another (the key still names config and code).
+
 Stages without a cache kind are memory only (:meth:`Resolver.memo`): computed once per key and
 kept, ``"latest"`` ones only their owner's last value. Nothing else in the suite touches the
 artifact cache (``ddm.cache``): the computing modules are pure, and a test checks that no other
@@ -30,7 +35,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ddm.cache import ArtifactCache, CacheEntry, config_key
+from ddm.cache import ArtifactCache, CacheEntry, Carry, config_key
 from ddm.config import ExperimentConfig, key_view, validate
 from ddm.io import torch_bytes
 from ddm.paths import home
@@ -44,8 +49,9 @@ SHARED_GRADIENT_BYTES = 2 * 2**30  # the real-gradient memo's budget (LRU, bytes
 class Partial:
     """The unfinished work of one entry: ``state`` (None when there is none) and ``save(state)``."""
 
-    def __init__(self, entry: CacheEntry | None) -> None:
+    def __init__(self, entry: CacheEntry | None, carry: Carry | None = None) -> None:
         self._entry = entry
+        self._carry = carry
         self._state: dict[str, Any] | None = None
         self._loaded = entry is None
 
@@ -58,6 +64,8 @@ class Partial:
     def save(self, state: dict[str, Any]) -> None:
         if self._entry is not None:
             self._entry.save_partial(state)
+            if self._carry is not None:
+                self._carry.keep_partial(self._entry, state)
 
 
 class ByteLRU:
@@ -102,6 +110,12 @@ class Resolver:
         self._store = ArtifactCache(self.root)
         self._memo: dict[tuple, Any] = {}
         self._lru: dict[str, ByteLRU] = {}
+        self._carry: Carry | None = None
+
+    def carry_to(self, directory: Path | str | None) -> None:
+        """Also keep the JSON stages' entries and unfinished work under ``directory`` and take them
+        from there when the cache lacks them (None: stop carrying)."""
+        self._carry = Carry(directory) if directory is not None else None
 
     def __repr__(self) -> str:
         return f"Resolver({self.root})"
@@ -145,12 +159,27 @@ class Resolver:
         if stage.memo and memo_key in self._memo:
             return self._memo[memo_key]
 
-        def compute_and_save() -> T:
-            payload, meta = compute(Partial(entry))
-            self._save(stage, entry, payload, meta)
+        carry = self._carry if self._carry is not None and stage.payload.endswith(".json") else None
+
+        def load() -> T:
+            payload, meta = self._load(stage, entry)
+            if carry is not None:
+                carry.keep(entry, payload, meta)
             return build(payload, meta)
 
-        value = entry.get_or_compute(lambda: build(*self._load(stage, entry)), compute_and_save)
+        def compute_and_save() -> T:
+            carried = carry.complete(entry) if carry is not None else None
+            if carried is None:
+                if carry is not None:
+                    carry.sync_partial(entry)
+                carried = compute(Partial(entry, carry))
+            payload, meta = carried
+            self._save(stage, entry, payload, meta)
+            if carry is not None:
+                carry.keep(entry, payload, meta)
+            return build(payload, meta)
+
+        value = entry.get_or_compute(load, compute_and_save)
         if stage.memo:
             self._memo[memo_key] = value
         return value

@@ -541,6 +541,30 @@ def test_keep_committed_adds_a_seed_without_recomputing_the_committed_ones(tmp_p
     assert "kept_from" not in json.loads(path.read_text())["environment"]
 
 
+@pytest.mark.slow
+def test_a_checkpoint_dir_carries_a_run_to_a_machine_with_an_empty_cache(tmp_path, monkeypatch):
+    """``run --checkpoint-dir results/checkpoints``: another cache starts from the carried cells
+    instead of recomputing them, writes the same result, and `report` does not take the carried
+    files for results."""
+    from bench.base import TARGETS
+
+    results, tables = tmp_path / "results", tmp_path / "tables"
+    base = ["run", "table1", *TINY_RUN, "--results-dir", str(results), "--tables-dir", str(tables),
+            "--checkpoint-dir", str(results / "checkpoints")]
+    first = CliRunner().invoke(main, ["--home", str(tmp_path / "a"), *base])
+    assert first.exit_code == 0, first.output
+    path = results / "table1" / "digits" / "smoke" / "table1.json"
+    before = json.loads(path.read_text())
+    assert len(list((results / "checkpoints" / "cells").glob("*.json"))) == 1
+    monkeypatch.setattr(TARGETS["table1"], "resume_seed", lambda *args: pytest.fail("recomputed"))
+    again = CliRunner().invoke(main, ["--home", str(tmp_path / "b"), *base])
+    assert again.exit_code == 0, again.output
+    assert json.loads(path.read_text())["cells"] == before["cells"]
+    assert find_results(results) == [path]
+    report = CliRunner().invoke(main, ["report", "--results-dir", str(results), "--tables-dir", str(tables)])
+    assert report.exit_code == 0, report.output
+
+
 def test_bench_reaches_ddm_through_its_contract_and_diagnostics_only():
     """No module under bench/ imports DDM's internals, and bench's base imports no method module:
     methods are declared by name and imported when first looked up."""
@@ -584,7 +608,6 @@ def test_timings_fit_every_baseline_from_an_empty_cache(tmp_path, monkeypatch):
     from bench import base, timings
     from ddm.pipeline import select_queries
     from ddm.resolver import Resolver
-
     from tests.conftest import TINY
 
     ctx = base.RunContext(TINY, Resolver(tmp_path / "home"), device="cpu", n_queries=2, progress=False)

@@ -99,8 +99,10 @@ def test_first_order_scores_keep_the_signal_that_the_clamped_probability_loses()
 @pytest.mark.slow  # about a minute: three tiny runs of every method
 def test_a_stopped_seed_resumes_at_the_row_it_was_on_and_computes_the_same_cells(tmp_path, monkeypatch):
     """A seed of mislabel takes hours at MNIST small: each finished row is kept in the cells'
-    partial, so a run stopped in a method (here: the third one scored) recomputes neither the rows
-    before it on the rerun, and the resumed seed's cells are those of an uninterrupted run."""
+    partial (and with ``--checkpoint-dir`` in that directory), so a run stopped in a method (here:
+    the third one scored) recomputes none of the rows before it when resumed, even on a machine
+    with an empty cache, builds the oracle only for the floor once the exact row is kept, and the
+    resumed seed's cells are those of an uninterrupted run."""
     import json
 
     from click.testing import CliRunner
@@ -111,7 +113,8 @@ def test_a_stopped_seed_resumes_at_the_row_it_was_on_and_computes_the_same_cells
 
     def args(home: str, out: str) -> list[str]:
         return ["--home", str(tmp_path / home), "run", "mislabel", *TINY_RUN, "--seeds", "1",
-                "--results-dir", str(tmp_path / out), "--tables-dir", str(tmp_path / out)]
+                "--results-dir", str(tmp_path / out), "--tables-dir", str(tmp_path / out),
+                "--checkpoint-dir", str(tmp_path / out / "checkpoints")]
 
     def run(home: str, out: str) -> dict:
         result = CliRunner().invoke(main, args(home, out))
@@ -137,8 +140,16 @@ def test_a_stopped_seed_resumes_at_the_row_it_was_on_and_computes_the_same_cells
         scored.append(type(attributor).__name__)
         return real(attributor, queries, clustering)
 
+    real_oracle = mislabel.build_oracle
+
+    def oracle_built(*args):
+        scored.append("oracle")
+        return real_oracle(*args)
+
     monkeypatch.setattr(mislabel, "method_scores", counted)
-    resumed = run("stopped", "b")
+    monkeypatch.setattr(mislabel, "build_oracle", oracle_built)
+    resumed = run("moved", "b")  # another machine: an empty cache, the carried rows
     n_methods = len(uninterrupted) - 2  # the training-loss and exact rows score no method
-    assert len(scored) == n_methods - 2  # the two rows finished before the stop were kept
+    assert scored.count("oracle") == 1 and scored[-1] == "oracle"  # for the floor, after every row
+    assert len(scored) - 1 == n_methods - 2  # the two rows finished before the stop were kept
     assert resumed == uninterrupted and list(resumed) == list(uninterrupted)

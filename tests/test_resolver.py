@@ -4,6 +4,7 @@ reaches for the artifact cache."""
 import dataclasses
 import gc
 import io
+import json
 import re
 import tokenize
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 
 import ddm.stages as stages_module
 from ddm.config import with_overrides
-from ddm.errors import ConfigError
+from ddm.errors import CacheError, ConfigError
 from ddm.resolver import ByteLRU, Resolver
 from ddm.stages import STAGES, Stage
 from tests.conftest import TINY
@@ -75,6 +76,79 @@ def test_an_interrupted_compute_resumes_from_its_partial_state(tmp_path):
 
     Resolver(tmp_path).get("kd", TINY, {"role": "probe"}, resumed)
     assert seen == [2]
+
+
+def carried(root, carry):
+    resolver = Resolver(root)
+    resolver.carry_to(carry)
+    return resolver
+
+
+def test_a_carried_run_goes_on_where_it_stopped_on_a_machine_with_an_empty_cache(tmp_path):
+    """``run --checkpoint-dir``: the finished rows of a stopped run, then the finished entry, travel
+    in the carry directory; another cache starts from them instead of recomputing."""
+    carry, fields = tmp_path / "carry", {"setting": "probe", "seed": 0}
+
+    def stopped(partial):
+        partial.save({"cells": {"Koh": {"value": 0.5}}})
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        carried(tmp_path / "a", carry).get("standard", None, fields, stopped)
+    [path] = (carry / "standard").glob("*.json")
+    assert json.loads(path.read_text())["partial"] == {"cells": {"Koh": {"value": 0.5}}}  # readable JSON
+    seen = []
+
+    def resumed(partial):
+        seen.append(partial.state)
+        return {"cells": {"Koh": {"value": 0.5}, "TRAK": {"value": 0.25}}}, {"threads": 2}
+
+    done = carried(tmp_path / "b", carry).get("standard", None, fields, resumed)
+    assert seen == [{"cells": {"Koh": {"value": 0.5}}}]
+    record = json.loads(path.read_text())
+    assert "partial" not in record and record["payload"] == done and record["meta"] == {"threads": 2}
+    third = carried(tmp_path / "c", carry)
+    assert third.get("standard", None, fields, lambda partial: pytest.fail("recomputed")) == done
+    assert third.has("standard", None, fields)  # now in that cache too
+    assert Resolver(tmp_path / "d").get("standard", None, fields, resumed) == done  # no carry: computed
+    assert len(seen) == 2 and seen[1] is None
+
+
+def test_a_carry_keeps_tensor_state_and_the_partial_a_cache_held_before_carrying(tmp_path):
+    carry, fields = tmp_path / "carry", {"setting": "probe"}
+
+    def stopped(partial):
+        partial.save({"truth": torch.arange(3.0), "rng": torch.get_rng_state()})
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Resolver(tmp_path / "a").get("standard", None, fields, stopped)  # not carried yet
+
+    def stopped_again(partial):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # a later run with the carry takes the cache's partial along
+        carried(tmp_path / "a", carry).get("standard", None, fields, stopped_again)
+    seen = []
+
+    def resumed(partial):
+        seen.append(partial.state)
+        return {"ok": 1}, {}
+
+    carried(tmp_path / "b", carry).get("standard", None, fields, resumed)
+    assert torch.equal(seen[0]["truth"], torch.arange(3.0)) and seen[0]["rng"].dtype == torch.uint8
+
+
+def test_a_carry_refuses_a_file_of_another_config_and_leaves_tensor_stages_alone(tmp_path):
+    carry, fields = tmp_path / "carry", {"setting": "probe"}
+    carried(tmp_path / "a", carry).get("standard", None, fields, lambda partial: ({"ok": 1}, {}))
+    [path] = (carry / "standard").glob("*.json")
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "config": {**record["config"], "setting": "other"}}))
+    with pytest.raises(CacheError, match="different configuration"):
+        carried(tmp_path / "b", carry).get("standard", None, fields, lambda partial: ({"ok": 1}, {}))
+    carried(tmp_path / "a", carry).get("kd", TINY, {"role": "probe"}, lambda partial: (torch.ones(1), {}))
+    assert not (carry / "kd-students").exists()  # weights stay in the cache
 
 
 def test_a_bad_config_is_refused_before_any_work(tmp_path):
