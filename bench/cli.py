@@ -408,6 +408,12 @@ def run(obj: BenchContext, target: str, n_seeds: int, n_queries: int, workers: i
     from bench.runner import run_target
 
     config = config_from_options(options)
+    if checkpoint_dir is not None:
+        try:  # before any work: a run of hours must not fail at its first carried row
+            checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise click.BadParameter(f"cannot create {checkpoint_dir}: {err.strerror}",
+                                     param_hint="--checkpoint-dir") from err
     obj.resolver.carry_to(checkpoint_dir)
     ctx = RunContext(config, obj.resolver, data_root=options["data_root"], device=options["device"],
                      n_queries=n_queries, query_seed_base=query_seed_base,

@@ -541,6 +541,14 @@ def test_keep_committed_adds_a_seed_without_recomputing_the_committed_ones(tmp_p
     assert "kept_from" not in json.loads(path.read_text())["environment"]
 
 
+def test_a_checkpoint_dir_that_cannot_be_made_exits_2_before_any_work(run, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = run("run", "table1", *TINY_RUN, "--checkpoint-dir", str(blocker / "carry"))
+    assert result.exit_code == 2 and "--checkpoint-dir" in result.output
+    assert not (tmp_path / "home").exists()  # nothing computed
+
+
 @pytest.mark.slow
 def test_a_checkpoint_dir_carries_a_run_to_a_machine_with_an_empty_cache(tmp_path, monkeypatch):
     """``run --checkpoint-dir results/checkpoints``: another cache starts from the carried cells
