@@ -283,7 +283,7 @@ class Carry:
 
     def keep(self, entry: CacheEntry, payload: Any, meta: Mapping[str, Any]) -> None:
         """Carry a complete entry (its partial state, if carried, is dropped)."""
-        self._write(entry, {"payload": json.loads(json.dumps(payload)), "meta": json.loads(json.dumps(meta))})
+        self._write(entry, {"payload": payload, "meta": dict(meta)})
 
     def partial(self, entry: CacheEntry) -> dict[str, Any] | None:
         """The carried unfinished work of an entry, or None."""
