@@ -394,8 +394,9 @@ def target_names() -> list[str]:
                    "committed table on a fresh clone); each kept seed keeps its recorded code version.")
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also keep each finished seed's cells and the finished rows of an unfinished seed as "
-                   "small JSON files under DIR, and start from them where the artifact cache has none: "
-                   "commit DIR (e.g. results/checkpoints) to carry a run of hours to another machine.")
+                   "small JSON files under DIR (and the finished rows of a long influence fit), and "
+                   "start from them where the artifact cache has none: commit DIR (e.g. "
+                   "results/checkpoints) to carry a run of hours to another machine.")
 @click.pass_obj
 def run(obj: BenchContext, target: str, n_seeds: int, n_queries: int, workers: int, executor: str,
         retrain_batch: int, ray_address: str | None, ray_gpus: float, protocol: str, retrain_seeds: int,

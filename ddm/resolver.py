@@ -19,6 +19,11 @@ With a carry directory (:meth:`Resolver.carry_to`, ``run --checkpoint-dir``) the
 is JSON (a seed's cells, an lds-standard setting) are also kept there with their unfinished work,
 and an entry missing from the cache is taken from there, complete or partial: a directory to commit
 so that a run stopped on one machine goes on on another (the key still names config and code).
+A tensor stage declared ``carry_partial`` (the influence fits) keeps only its unfinished work there,
+as torch bytes, never its payload: a fit of hours (the exact linear response's rows) then goes on
+on another machine, and once finished, its last state (every row) lets another machine rebuild the
+payload without recomputing. Its meta's seconds add up the machines' (timings fit on a scratch
+cache, without a carry).
 
 Stages without a cache kind are memory only (:meth:`Resolver.memo`): computed once per key and
 kept, ``"latest"`` ones only their owner's last value. Nothing else in the suite touches the
@@ -159,23 +164,24 @@ class Resolver:
         if stage.memo and memo_key in self._memo:
             return self._memo[memo_key]
 
-        carry = self._carry if self._carry is not None and stage.payload.endswith(".json") else None
+        whole = stage.payload.endswith(".json")  # carried complete; else only a fit's unfinished work
+        carry = self._carry if whole or stage.carry_partial else None
 
         def load() -> T:
             payload, meta = self._load(stage, entry)
-            if carry is not None:
+            if carry is not None and whole:
                 carry.keep(entry, payload, meta)
             return build(payload, meta)
 
         def compute_and_save() -> T:
-            carried = carry.complete(entry) if carry is not None else None
+            carried = carry.complete(entry) if carry is not None and whole else None
             if carried is None:
                 if carry is not None:
                     carry.sync_partial(entry)
                 carried = compute(Partial(entry, carry))
             payload, meta = carried
             self._save(stage, entry, payload, meta)
-            if carry is not None:
+            if carry is not None and whole:
                 carry.keep(entry, payload, meta)
             return build(payload, meta)
 

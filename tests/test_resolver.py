@@ -151,6 +151,41 @@ def test_a_carry_refuses_a_file_of_another_config_and_leaves_tensor_stages_alone
     assert not (carry / "kd-students").exists()  # weights stay in the cache
 
 
+def test_a_carry_keeps_a_long_fits_unfinished_rows_but_never_its_tensor_payload(tmp_path):
+    """The influence stage (``carry_partial``): the exact linear response's rows done on one machine
+    are where another machine's fit starts; the finished payload stays in each machine's cache."""
+    carry, fields = tmp_path / "carry", {"method": "probe"}
+
+    def stopped(partial):
+        partial.save({"changes": torch.ones(2, 3, dtype=torch.float64)})
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        carried(tmp_path / "a", carry).get("influence", TINY, fields, stopped)
+    [path] = (carry / "influence").glob("*.json")
+    seen = []
+
+    def resumed(partial):
+        seen.append(partial.state)
+        rows = torch.cat([partial.state["changes"], torch.zeros(1, 3, dtype=torch.float64)])
+        partial.save({"changes": rows})
+        return {"changes": rows}, {}
+
+    done = carried(tmp_path / "b", carry).get("influence", TINY, fields, resumed)
+    assert torch.equal(seen[0]["changes"], torch.ones(2, 3, dtype=torch.float64))
+    record = json.loads(path.read_text())
+    assert "payload" not in record and "partial_pt" in record  # the last rows, not the payload
+
+    def finished(partial):  # a fit whose rows are all done: nothing left to compute
+        seen.append(partial.state)
+        return {"changes": partial.state["changes"]} if partial.state else {"changes": torch.zeros(0, 3)}, {}
+
+    assert torch.equal(carried(tmp_path / "c", carry).get("influence", TINY, fields, finished)["changes"],
+                       done["changes"])  # another machine rebuilds the payload from the carried rows
+    assert Resolver(tmp_path / "d").get("influence", TINY, fields, finished)["changes"].shape == (0, 3)
+    assert seen[2] is None  # without the carry: a fresh fit
+
+
 def test_a_bad_config_is_refused_before_any_work(tmp_path):
     distill = dataclasses.replace(TINY.distill)
     object.__setattr__(distill, "distill_steps", -1)  # past the check made when a config is made
