@@ -29,6 +29,16 @@ from ddm.stages import schemas
 from ddm.train import resolve_device
 
 
+def _missing_libraries() -> list[str]:
+    """The method libraries that do not import here, sorted (empty with the ``methods`` extra)."""
+    import baselines  # noqa: F401  (declares the baselines)
+    from baselines.library import available
+    from ddm.attributor import METHODS
+
+    modules = {getattr(METHODS[name], "module", None) for name in METHODS.names()} - {None}
+    return sorted(module for module in modules if not available(module))
+
+
 def _seed_cells(target: BenchTarget, ctx: RunContext,
                 seed: int) -> tuple[CellValues, dict[str, Any], str, int | None]:
     """One seed's cells, figure series, and the code version and CPU thread count that computed
@@ -40,7 +50,10 @@ def _seed_cells(target: BenchTarget, ctx: RunContext,
               "data_fingerprint": ctx.data_identity(),
               "oracle": ctx.oracle.key() if target.retrains else None,
               "floor_clusters": ctx.floor_clusters if target.retrains else None,
-              "code": code_digest(target.name)}
+              "code": code_digest(target.name),
+              # a seed computed without the methods extra lacks its libraries' rows: keyed apart, so
+              # it is not reused once the extra is installed (with the extra the key is unchanged)
+              **({"missing_libraries": missing} if (missing := _missing_libraries()) else {})}
 
     def compute(partial: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         cells, series = target.resume_seed(ctx, seed, partial)
