@@ -40,7 +40,8 @@ ef50a35; the same figure as the paper's), to about +-0.01; dattri reports no exp
 the MLP (its Hessian has 1.2e10 entries), nor do we.
 
 Scales: ``small`` and ``paper`` are dattri's setting on MNIST (1,000 test images: 500 scored, 500
-for development); ``smoke`` shrinks every size, and may
+for development); ``smoke`` shrinks every size, the search grids included (two points of each grid,
+LiSSA depth 20, TracIn over 2 models: each grid still has a point to choose), and may
 run on ``digits`` resized to 28x28 (for tests and CI, where MNIST may be absent; its numbers mean
 nothing but that the pipeline runs).
 Seeds: seed s trains the full model with seed s, draws the subsets with ``SUBSET_SEED + s`` and
@@ -86,11 +87,22 @@ class Setting:
     keep: float = 0.5
     trak_models: tuple[int, ...] = (1, 10, 50)
     rps_epochs: int = 3000  # representer points' head fine-tuning steps (dattri's default)
+    # dattri's search grids (its IHVP_SEARCH_SPACE; LiSSA's depth and batches; RPS's L2) and TracIn's models
+    regularizations: tuple[float, ...] = (1e0, 1e-1, 1e-2, 5e-3, 1e-3, 1e-4, 1e-5)
+    lissa_batches: tuple[int, ...] = (100, 50, 10)
+    lissa_depth: int = 100
+    rps_l2: tuple[float, ...] = (1, 1e-1, 1e-2, 1e-3, 1e-4)
+    tracin_models: int = 10  # models_full[0:10], each weighted 1e-3
 
 
 SETTINGS = {"mnist_lr": Setting("mnist_lr", "lr", 5000, 500, 32, 20, "linear"),
             "mnist_mlp": Setting("mnist_mlp", "mlp", 5000, 500, 64, 50, "fc3")}
-SMOKE = {"n_train": 200, "n_test": 20, "epochs": 2, "subsets": 12, "trak_models": (1, 2), "rps_epochs": 100}
+# smoke: every size shrunk, the grids to two points each (their search and choice still run). With
+# dattri's full grids a smoke seed took ~3 min on a slow 2-core machine (IF explicit 55 s, LiSSA 48 s,
+# TracIn 27 s, CG 14 s, Arnoldi 12 s): half of the tests' `run all` fixture (12 min of a 37-min CI run)
+SMOKE = {"n_train": 200, "n_test": 20, "epochs": 2, "subsets": 12, "trak_models": (1, 2), "rps_epochs": 100,
+         "regularizations": (1e-1, 1e-3), "lissa_batches": (50, 10), "lissa_depth": 20,
+         "rps_l2": (1e-1, 1e-3), "tracin_models": 2}
 
 # dattri's published LDS (README figure, panels b and d, read off the bars to about +-0.01)
 PUBLISHED = {"IF (explicit)": (0.80, None), "IF (CG)": (0.80, 0.26), "IF (LiSSA)": (0.79, 0.14),
@@ -203,11 +215,6 @@ def oracle_agreement(truth: GroundTruth) -> float:
 
 # -- the methods (dattri's attributors, configured as its benchmark script does) ----------------------
 
-REGULARIZATIONS = (1e0, 1e-1, 1e-2, 5e-3, 1e-3, 1e-4, 1e-5)  # dattri's IHVP_SEARCH_SPACE
-LISSA_BATCHES = (100, 50, 10)  # with recursion depth 100
-RPS_L2 = (1, 1e-1, 1e-2, 1e-3, 1e-4)
-
-
 def _cross_entropy(model: nn.Module) -> Callable:
     def loss(params: dict[str, Tensor], item: tuple[Tensor, Tensor]) -> Tensor:
         image, label = item  # one sample, with or without its batch dimension (dattri passes both)
@@ -233,7 +240,7 @@ def _probability(model: nn.Module) -> Callable:
 @dataclass
 class Models:
     """What the methods read: the setting, the data, the seed and its full-data models (dattri's
-    ``models_full``: the first is the attributed model, TracIn sums over ``TRACIN_MODELS``)."""
+    ``models_full``: the first is the attributed model, TracIn sums over the setting's ``tracin_models``)."""
 
     setting: Setting
     split: Split
@@ -261,7 +268,6 @@ class Models:
                                             for state in states])
 
 
-TRACIN_MODELS = 10  # dattri's TracIn: models_full[0:10], each weighted 1e-3
 FULL_SEED = 300_000  # full-data model m > 0 of seed s: FULL_SEED + 100 * s + m (model 0 is seed s itself)
 
 
@@ -279,10 +285,12 @@ def influence(kind: str) -> Callable[[Models], Grid]:
 
         grid: Grid = []
         if kind == "lissa":
-            configs = [(b, {"recursion_depth": 100, "batch_size": b}) for b in LISSA_BATCHES]
+            configs = [(b, {"recursion_depth": models.setting.lissa_depth, "batch_size": b})
+                       for b in models.setting.lissa_batches]
         else:
             configs = [(r, {"regularization": r, **({"max_iter": 10} if kind == "cg" else {}),
-                            **({"max_iter": 50} if kind == "arnoldi" else {})}) for r in REGULARIZATIONS]
+                            **({"max_iter": 50} if kind == "arnoldi" else {})})
+                       for r in models.setting.regularizations]
         cls = {"explicit": functions.IFAttributorExplicit, "cg": functions.IFAttributorCG,
                "lissa": functions.IFAttributorLiSSA, "arnoldi": functions.IFAttributorArnoldi}[kind]
         for value, config in configs:
@@ -298,7 +306,7 @@ def gradient(kind: str) -> Callable[[Models], Grid]:
     def run(models: Models) -> Grid:
         from dattri.algorithm.tracin import TracInAttributor
 
-        chosen = models.full[:TRACIN_MODELS] if kind == "tracin" else models.full[:1]
+        chosen = models.full[:models.setting.tracin_models] if kind == "tracin" else models.full[:1]
         attributor = TracInAttributor(models.task([m.state_dict() for m in chosen]),
                                       weight_list=torch.full((len(chosen),), 1e-3),
                                       normalized_grad=kind == "cos")
@@ -311,7 +319,7 @@ def representer(models: Models) -> Grid:
     from dattri.algorithm.rps import RPSAttributor
 
     grid: Grid = []
-    for l2 in RPS_L2:
+    for l2 in models.setting.rps_l2:
         attributor = RPSAttributor(models.task(loss=lambda _: nn.functional.cross_entropy),
                                    final_linear_layer_name=models.setting.final_layer,
                                    normalize_preactivate=True,
@@ -417,7 +425,7 @@ def run_setting(setting: Setting, split: Split, seed: int, progress: bool = Fals
         if applies(row, setting) or row in cells:
             continue
         if models is None:
-            models = Models(setting, split, seed, full_models(setting, split, seed, TRACIN_MODELS))
+            models = Models(setting, split, seed, full_models(setting, split, seed, setting.tracin_models))
             if "random" in state:  # where the stopped run was: LiSSA and Arnoldi draw from the globals
                 restore_random(state["random"])
         start = time.perf_counter()
@@ -476,7 +484,10 @@ class StandardLDS(BenchTarget):
 
     def notes(self, ctx: RunContext) -> list[str]:
         described = "; ".join(f"{s.name}: {s.n_train} train, {s.n_test} test, {s.epochs} epochs, "
-                              f"{s.subsets} subsets keeping {s.keep:.0%}" for s in self.settings(ctx))
+                              f"{s.subsets} subsets keeping {s.keep:.0%}, grids of {len(s.regularizations)} "
+                              f"regularizations, LiSSA depth {s.lissa_depth} over batches "
+                              f"{', '.join(map(str, s.lissa_batches))}, TracIn over {s.tracin_models} models"
+                              for s in self.settings(ctx))
         lines = [f"settings: {described} ({ctx.config.data.dataset})",
                  f"ground truth: minus the test loss, mean of {RUNS} seeded runs per subset; '{ORACLE_ROW}': "
                  "the Spearman across subsets between the two runs (the oracle's self-agreement)",

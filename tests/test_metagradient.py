@@ -40,17 +40,21 @@ def test_the_chunk_size_and_a_stop_change_neither_the_derivative(tmp_path, monke
                                                                    digits_data):
     """One cluster at a time (the CPU default), and vmapped chunks that cut across the clusters with
     the fit stopped after its second chunk and resumed, give the same [K, P] parameter changes (to
-    float64 rounding); the resumed fit differentiates only the clusters it had not done."""
+    float64 rounding); the resumed fit differentiates only the clusters it had not done. One cluster
+    per class (10, the last chunk ragged) keeps the 20 forward-mode passes near half a minute."""
     import pytest
 
     import baselines.metagradient as module
     from baselines.metagradient import MetagradientAttributor
+    from ddm.config import with_overrides
     from ddm.resolver import Partial, Resolver
 
-    clustering = compute_clustering(TINY, digits_data, None)
+    config = with_overrides(TINY, clusters_per_class=1)
+    clustering = compute_clustering(config, digits_data, None)
+    assert clustering.n_clusters == 10
 
     def fit(chunk: int) -> torch.Tensor:
-        attributor = MetagradientAttributor(TINY, options=MetagradientOptions(chunk=chunk),
+        attributor = MetagradientAttributor(config, options=MetagradientOptions(chunk=chunk),
                                             resolver=Resolver(tmp_path / f"home{chunk}"), progress=False)
         attributor.fit(digits_target, digits_data, clustering)
         return attributor.changes

@@ -96,18 +96,19 @@ def test_first_order_scores_keep_the_signal_that_the_clamped_probability_loses()
     assert self_influence(scores.first_order, clustering.cluster_ids)[0] > 0
 
 
-@pytest.mark.slow  # about a minute: three tiny runs of every method
-def test_a_stopped_seed_resumes_at_the_row_it_was_on_and_computes_the_same_cells(tmp_path, monkeypatch):
+@pytest.mark.slow  # about a minute: two tiny runs of every method, besides ran_all's
+def test_a_stopped_seed_resumes_at_the_row_it_was_on_and_computes_the_same_cells(ran_all, tmp_path,
+                                                                                   monkeypatch):
     """A seed of mislabel takes hours at MNIST small: each finished row is kept in the cells'
     partial (and with ``--checkpoint-dir`` in that directory), so a run stopped in a method (here:
     the third one scored) recomputes none of the rows before it when resumed, even on a machine
     with an empty cache, builds the oracle only for the floor once the exact row is kept, and the
-    resumed seed's cells are those of an uninterrupted run."""
+    resumed seed's cells are those of an uninterrupted run (ran_all's seed 0, computed on one thread
+    as these runs are)."""
     import json
 
     from click.testing import CliRunner
 
-    import bench.mislabel as mislabel
     from bench.cli import main
     from tests.test_bench import TINY_RUN
 
@@ -123,7 +124,24 @@ def test_a_stopped_seed_resumes_at_the_row_it_was_on_and_computes_the_same_cells
         return {row: {column: cell["values"] for column, cell in columns.items()}
                 for row, columns in data["cells"].items()}
 
-    uninterrupted = run("fresh", "a")
+    computed = ran_all[0] / "results" / "mislabel" / "digits" / "smoke" / "mislabel.json"
+    data = json.loads(computed.read_text())
+    uninterrupted = {row: {column: cell["values"][:1] for column, cell in columns.items()}
+                     for row, columns in data["cells"].items()}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _stop_and_resume(run, args, uninterrupted, monkeypatch)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _stop_and_resume(run, args, uninterrupted, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    import bench.mislabel as mislabel
+    from bench.cli import main
+
     scored, real = [], mislabel.method_scores
 
     def stop_at_third(attributor, queries, clustering):
@@ -136,15 +154,16 @@ def test_a_stopped_seed_resumes_at_the_row_it_was_on_and_computes_the_same_cells
     stopped = CliRunner().invoke(main, args("stopped", "b"))
     assert stopped.exit_code != 0 and len(scored) == 3
     scored.clear()
+
     def counted(attributor, queries, clustering):
         scored.append(type(attributor).__name__)
         return real(attributor, queries, clustering)
 
     real_oracle = mislabel.build_oracle
 
-    def oracle_built(*args):
+    def oracle_built(*arguments):
         scored.append("oracle")
-        return real_oracle(*args)
+        return real_oracle(*arguments)
 
     monkeypatch.setattr(mislabel, "method_scores", counted)
     monkeypatch.setattr(mislabel, "build_oracle", oracle_built)

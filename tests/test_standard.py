@@ -38,6 +38,21 @@ def test_other_settings_are_refused_with_exit_2_before_any_work(tmp_path, args):
     assert not (tmp_path / "results").exists()
 
 
+def test_small_searches_dattris_grids_and_smoke_two_points_of_each():
+    """The faithful scales search exactly dattri's grids (experiments/benchmark_result.py at ef50a35:
+    IHVP_SEARCH_SPACE, LiSSA depth 100 over batches 100, 50, 10, RPS L2 1 ... 1e-4, TracIn over 10
+    models); smoke keeps two of each grid's points, so the search and the choice still run in CI."""
+    for name in standard.SETTINGS:
+        small, smoke = standard.setting_at(name, "small"), standard.setting_at(name, "smoke")
+        assert small.regularizations == (1e0, 1e-1, 1e-2, 5e-3, 1e-3, 1e-4, 1e-5)
+        assert (small.lissa_batches, small.lissa_depth) == ((100, 50, 10), 100)
+        assert (small.rps_l2, small.tracin_models) == ((1, 1e-1, 1e-2, 1e-3, 1e-4), 10)
+        for grid in ("regularizations", "lissa_batches", "rps_l2"):
+            points = getattr(smoke, grid)
+            assert len(points) == 2 and set(points) <= set(getattr(small, grid)), grid
+        assert smoke.tracin_models >= 2 and smoke.lissa_depth < small.lissa_depth
+
+
 @needs_dattri
 def test_a_shorter_run_with_the_same_seed_is_the_longer_runs_prefix(monkeypatch):
     """TracIn's checkpoints are shorter runs of the same seed: that is the trajectory only if dattri's
