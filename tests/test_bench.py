@@ -284,12 +284,18 @@ def test_the_removal_tables_rerun_each_methods_largest_removal_and_agree(ran_all
         assert "| oracle (removal sets) | float64, relu | accuracy | 0 | 1 |" in text
 
 
-@pytest.mark.slow
-def test_a_smooth_network_keeps_the_papers_relu_rows_with_their_own_floor(tmp_path, monkeypatch):
+@pytest.fixture
+def without_methods_extra(monkeypatch):
+    """As in an install without the ``methods`` extra: its libraries do not import."""
     import sys
 
-    for library in ("dattri", "kronfluence", "trak"):  # their rows are not this test's subject
-        monkeypatch.setitem(sys.modules, library, None)  # (77 s of CI with them, on 2 cores)
+    for library in ("dattri", "kronfluence", "trak"):
+        monkeypatch.setitem(sys.modules, library, None)
+
+
+@pytest.mark.slow
+def test_a_smooth_network_keeps_the_papers_relu_rows_with_their_own_floor(tmp_path, without_methods_extra):
+    # without the libraries' rows: they are not this test's subject (77 s of CI with them, on 2 cores)
     results, tables = tmp_path / "results", tmp_path / "tables"
     result = CliRunner().invoke(main, ["--home", str(tmp_path / "home"), "run", "table2", *TINY_RUN,
                                        "--set", "activation=gelu", "--set", "precision=float32",
@@ -303,13 +309,10 @@ def test_a_smooth_network_keeps_the_papers_relu_rows_with_their_own_floor(tmp_pa
 
 
 @pytest.mark.slow
-def test_a_run_without_the_methods_extra_skips_their_rows_and_says_why(ran_all_home, tmp_path, monkeypatch):
+def test_a_run_without_the_methods_extra_skips_their_rows_and_says_why(ran_all_home, tmp_path,
+                                                                       without_methods_extra):
     """On a cache holding this seed computed with the extra (ran_all's): a seed without the extra is
     keyed apart, so neither run takes the other's rows."""
-    import sys
-
-    for library in ("dattri", "kronfluence", "trak"):
-        monkeypatch.setitem(sys.modules, library, None)  # as in an install without the extra
     results, tables = tmp_path / "results", tmp_path / "tables"
     result = CliRunner().invoke(main, ["--home", str(ran_all_home), "run", "table2", *TINY_RUN,
                                        "--results-dir", str(results), "--tables-dir", str(tables)])
